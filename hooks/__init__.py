@@ -1,0 +1,1 @@
+"""Extension points: git-style hook scripts in ``.mvc/hooks/`` (see ``hooks.scripts``)."""

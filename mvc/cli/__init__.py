@@ -1,0 +1,85 @@
+"""The ``mvc`` command line: one module per verb, each a thin shell over the API.
+
+Errors are turned into messages in one place, ``main``: a line ``error: ...``, a line
+``hint: ...`` naming the next command to try, and the error class's exit code. Tracebacks
+are printed only with ``MVC_DEBUG=1``. Heavy libraries are never imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from mvc import __version__
+from mvc.cli import _output
+
+app = typer.Typer(
+    name="mvc",
+    help="Version control for machine-learning models: tensors stored once, diffed and merged per tensor.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mvc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    repo_dir: Annotated[str | None, typer.Option("-C", "--repo", help="Run as if mvc was started in this directory.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or messages on stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    _output.state["repo_dir"] = repo_dir
+    _output.state["quiet"] = quiet
+
+
+from mvc.cli import (  # noqa: E402  (commands register themselves on ``app``)
+    cmd_branch,
+    cmd_checkout,
+    cmd_commit,
+    cmd_fsck,
+    cmd_gc,
+    cmd_init,
+    cmd_log,
+    cmd_query,
+    cmd_reindex,
+    cmd_show,
+    cmd_status,
+    cmd_switch,
+    cmd_tag,
+)
+
+__all__ = ["app", "main", "cmd_branch", "cmd_checkout", "cmd_commit", "cmd_fsck", "cmd_gc", "cmd_init", "cmd_log",
+           "cmd_query", "cmd_reindex", "cmd_show", "cmd_status", "cmd_switch", "cmd_tag"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mvc`` console script."""
+    from store.errors import MvcError
+
+    try:
+        app(args=argv, prog_name="mvc")
+    except MvcError as e:
+        if os.environ.get("MVC_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: refs were not moved; stored objects are kept for the next try", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,270 @@
+"""The DuckDB lineage index: a query index derived from the store and refs.
+
+Tables (docs/format.md, "Index"): ``commits``, ``parents``, ``refs``, ``files``, ``tensors``
+and ``blobs`` (the distinct objects each commit needs). Deleting ``index.duckdb`` loses
+nothing: ``reindex`` rebuilds the same rows from the store. The indexed commits are those
+reachable from refs, HEAD and reflog entries; on every open the index catches up with refs
+that moved without it (after a crash, or a ref changed by hand).
+
+DuckDB allows one read-write process per file; a connection is opened per operation, and a
+lock conflict is retried with back-off until ``Repo.busy_timeout``, then RepositoryBusy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from mvc.errors import InvalidQuery, RepositoryBusy
+from store.errors import MvcError, ObjectMissing
+from store.gc import roots
+from store.materialize import load_manifest
+
+if TYPE_CHECKING:
+    from mvc.repo import Repo
+
+SCHEMA_VERSION = "1"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS commits (
+    id VARCHAR PRIMARY KEY, tree VARCHAR, author VARCHAR, time TIMESTAMP, message VARCHAR,
+    kind VARCHAR, lineage JSON, metrics JSON);
+CREATE TABLE IF NOT EXISTS parents (commit_id VARCHAR, parent_id VARCHAR, pos INTEGER);
+CREATE TABLE IF NOT EXISTS refs (name VARCHAR PRIMARY KEY, commit_id VARCHAR);
+CREATE TABLE IF NOT EXISTS files (
+    commit_id VARCHAR, path VARCHAR, kind VARCHAR, object_id VARCHAR, file_hash VARCHAR,
+    size BIGINT, mode VARCHAR, format VARCHAR);
+CREATE TABLE IF NOT EXISTS tensors (
+    commit_id VARCHAR, path VARCHAR, name VARCHAR, dtype VARCHAR, shape BIGINT[],
+    tensor_id VARCHAR, size BIGINT, parts VARCHAR[]);
+CREATE TABLE IF NOT EXISTS blobs (commit_id VARCHAR, blob_id VARCHAR, size BIGINT);
+CREATE OR REPLACE VIEW commit_bytes AS
+    SELECT b.commit_id, sum(b.size) AS total_bytes,
+           sum(CASE WHEN s.n = 1 THEN b.size ELSE 0 END) AS unique_bytes
+    FROM blobs b JOIN (SELECT blob_id, count(*) AS n FROM blobs GROUP BY blob_id) s USING (blob_id)
+    GROUP BY b.commit_id;
+CREATE OR REPLACE VIEW tensor_sharing AS
+    SELECT tensor_id, any_value(name) AS name, any_value(size) AS size,
+           count(DISTINCT commit_id) AS commits, list(DISTINCT commit_id ORDER BY commit_id) AS commit_ids
+    FROM tensors GROUP BY tensor_id;
+"""
+TABLES = ("commits", "parents", "refs", "files", "tensors", "blobs")
+
+
+class Index:
+    """Short-lived connections to ``.mvc/index.duckdb``."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.path = repo.dir / "index.duckdb"
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self.repo.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() and "conflicting" not in str(e).lower():
+                    raise MvcError(f"cannot open the index {self.path}: {e}", hint="delete it and run `mvc reindex`") from None
+                if time.monotonic() >= deadline:
+                    raise RepositoryBusy(f"repository busy: the index is held by another process ({_holder(e)})") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        try:
+            if not read_only:
+                con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    # -- writing -------------------------------------------------------------------------
+    def add_commit(self, cid: str) -> None:
+        """Index ``cid`` (its ancestors must be indexed or indexable)."""
+        with self.connect() as con:
+            self._index_missing(con, [cid])
+
+    def forget_commit(self, cid: str) -> None:
+        """Remove the rows of a commit that never got a ref (it lost a race or was aborted)."""
+        try:
+            with self.connect() as con:
+                con.execute("BEGIN")
+                for table in ("commits",):
+                    con.execute(f"DELETE FROM {table} WHERE id = ?", [cid])
+                for table in ("parents", "files", "tensors", "blobs"):
+                    con.execute(f"DELETE FROM {table} WHERE commit_id = ?", [cid])
+                con.execute("COMMIT")
+        except MvcError:
+            pass  # the catch-up on next open cannot resurrect it; reindex drops it
+
+    def sync_refs(self) -> None:
+        """Catch the index up with the refs on disk."""
+        with self.connect() as con:
+            self._sync(con)
+
+    def reindex(self) -> int:
+        """Rebuild every row from the store; return the number of commits indexed."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            for table in TABLES:
+                con.execute(f"DELETE FROM {table}")
+            con.execute("COMMIT")
+            self._sync(con, force=True)
+            return con.execute("SELECT count(*) FROM commits").fetchone()[0]
+
+    def _current_refs(self) -> dict[str, str]:
+        refs = dict(self.repo.refs.list())
+        _branch, head = self.repo.refs.head()
+        if head:
+            refs["HEAD"] = head
+        return refs
+
+    def _sync(self, con: duckdb.DuckDBPyConnection, force: bool = False) -> None:
+        disk = self._current_refs()
+        indexed = dict(con.execute("SELECT name, commit_id FROM refs").fetchall())
+        if disk == indexed and not force:
+            return
+        tips = roots(self.repo.refs) | set(disk.values())
+        self._index_missing(con, [t for t in tips if self.repo.objects.has(t)])
+        con.execute("BEGIN")
+        con.execute("DELETE FROM refs")
+        if disk:
+            con.executemany("INSERT INTO refs VALUES (?, ?)", list(disk.items()))
+        con.execute("COMMIT")
+
+    def _index_missing(self, con: duckdb.DuckDBPyConnection, tips: list[str]) -> None:
+        known = {r[0] for r in con.execute("SELECT id FROM commits").fetchall()}
+        todo: list[str] = []
+        seen = set(known)
+        stack = [t for t in tips if t not in seen]
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            try:
+                commit = self.repo.read_commit(cid)
+            except ObjectMissing:
+                continue
+            todo.append(cid)
+            stack.extend(p for p in commit.parents if p not in seen)
+        if not todo:
+            return
+        rows: dict[str, list[tuple]] = {t: [] for t in ("commits", "parents", "files", "tensors", "blobs")}
+        trees: dict[str, tuple[list, list, list]] = {}
+        for cid in todo:
+            c = self.repo.read_commit(cid)
+            rows["commits"].append((cid, c.tree, c.author, _ts(c.time), c.message, c.kind, json.dumps(c.lineage), json.dumps(c.metrics)))
+            rows["parents"].extend((cid, p, i) for i, p in enumerate(c.parents))
+            if c.tree not in trees:
+                trees[c.tree] = self._tree_rows(c.tree)
+            f_rows, t_rows, b_rows = trees[c.tree]
+            rows["files"].extend((cid, *r) for r in f_rows)
+            rows["tensors"].extend((cid, *r) for r in t_rows)
+            rows["blobs"].extend((cid, *r) for r in b_rows)
+        con.execute("BEGIN")
+        try:
+            for table, table_rows in rows.items():
+                if table_rows:
+                    marks = ", ".join("?" * len(table_rows[0]))
+                    con.executemany(f"INSERT INTO {table} VALUES ({marks})", table_rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _tree_rows(self, tree_id: str) -> tuple[list, list, list]:
+        tree = self.repo.read_tree(tree_id)
+        files, tensors, blobs = [], [], {tree_id: len(tree.encode())}
+        for path, e in sorted(tree.entries.items()):
+            manifest = load_manifest(self.repo.objects, e)
+            fmt = manifest.format if manifest else "blob"
+            files.append((path, e.kind, e.id, e.hash, e.size, e.mode, fmt))
+            if manifest is None:
+                blobs[e.id] = e.size
+                continue
+            blobs[e.id] = self.repo.objects.size(e.id)
+            for part in manifest.parts():
+                blobs[part.id] = part.size
+            for t in manifest.tensors:
+                tensors.append((path, t.name, t.dtype, list(t.shape), t.id, t.size, [p.id for p in t.parts]))
+        return files, tensors, sorted(blobs.items())
+
+    # -- reading -------------------------------------------------------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Run ``sql`` read-only after catching up; return (column names, rows)."""
+        self.sync_refs()
+        with self.connect(read_only=True) as con:
+            try:
+                cur = con.execute(sql, params or [])
+            except duckdb.Error as e:
+                raise InvalidQuery(f"query failed: {str(e).splitlines()[0]}") from None
+            if cur.description is None:
+                return [], []
+            return [d[0] for d in cur.description], cur.fetchall()
+
+    def ancestry(self, tip: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits reachable from ``tip`` with their parents, newest first, children before parents."""
+        _cols, rows = self.query(
+            """
+            WITH RECURSIVE anc(id) AS (
+                SELECT ?::VARCHAR UNION SELECT p.parent_id FROM parents p JOIN anc ON p.commit_id = anc.id)
+            SELECT c.id, c.tree, c.author, strftime(c.time, '%Y-%m-%dT%H:%M:%S.%fZ'), c.message, c.kind,
+                   c.lineage, c.metrics,
+                   (SELECT list(parent_id ORDER BY pos) FROM parents WHERE commit_id = c.id)
+            FROM commits c JOIN anc USING (id)
+            """,
+            [tip],
+        )
+        commits = {
+            r[0]: {"id": r[0], "tree": r[1], "author": r[2], "time": r[3], "message": r[4], "kind": r[5],
+                   "lineage": json.loads(r[6] or "{}"), "metrics": json.loads(r[7] or "{}"), "parents": list(r[8] or [])}
+            for r in rows
+        }
+        return topo_order(commits, limit)
+
+
+def topo_order(commits: dict[str, dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
+    """Newest first, but never a parent before its child (git log's --topo-order)."""
+    import heapq
+
+    children: dict[str, int] = dict.fromkeys(commits, 0)
+    for c in commits.values():
+        for p in c["parents"]:
+            if p in children:
+                children[p] += 1
+    heap = [(_neg(c["time"]), cid) for cid, c in commits.items() if children[cid] == 0]
+    heapq.heapify(heap)
+    out = []
+    while heap and (limit is None or len(out) < limit):
+        _t, cid = heapq.heappop(heap)
+        c = commits[cid]
+        out.append(c)
+        for p in c["parents"]:
+            if p in children:
+                children[p] -= 1
+                if children[p] == 0:
+                    heapq.heappush(heap, (_neg(commits[p]["time"]), p))
+    return out
+
+
+def _neg(t: str) -> tuple:
+    # newest first: invert the characters of the sortable ISO time
+    return tuple(-ord(ch) for ch in t)
+
+
+def _ts(text: str) -> str:
+    return text.rstrip("Z").replace("T", " ")
+
+
+def _holder(e: Exception) -> str:
+    msg = str(e)
+    i = msg.find("PID")
+    return msg[i:].split(")")[0] if i >= 0 else "another process"
