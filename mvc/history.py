@@ -33,8 +33,8 @@ def graph_lines(commits: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, 
     """Yield ``(graph prefix, commit)`` lines, plus ``(connector, None)`` lines between them.
 
     Commits must be in topological order (children first). Each lane holds the id of the
-    commit it is waiting for; a merge opens a lane per extra parent, lanes waiting for the
-    same commit join when it is reached.
+    commit it waits for; a merge opens a lane per extra parent (``|\\``), and lanes waiting for
+    the same commit join just before it is drawn (``|/``).
     """
     lanes: list[str] = []
     for c in commits:
@@ -43,21 +43,33 @@ def graph_lines(commits: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, 
             lanes.append(cid)
         col = lanes.index(cid)
         joining = [i for i, lane in enumerate(lanes) if lane == cid and i != col]
-        yield " ".join("*" if i == col else "|" for i in range(len(lanes))), c
         if joining:
-            yield " ".join("|" if i <= col else "/" if i in joining else "|" for i in range(len(lanes))), None
+            row = [" "] * (2 * len(lanes) - 1)
+            for i in range(len(lanes)):
+                if i < joining[0]:
+                    row[2 * i] = "|"
+                else:
+                    row[2 * i - 1] = "/"
+            yield "".join(row).rstrip(), None
             for i in reversed(joining):
                 del lanes[i]
+        yield " ".join("*" if i == col else "|" for i in range(len(lanes))), c
         parents = c["parents"]
         if not parents:
             del lanes[col]
             continue
         lanes[col] = parents[0]
         extra = [p for p in parents[1:] if p not in lanes]
+        for k, p in enumerate(extra):
+            lanes.insert(col + 1 + k, p)
         if extra:
-            for k, p in enumerate(extra):
-                lanes.insert(col + 1 + k, p)
-            yield " ".join("|" if i <= col else "\\" if i <= col + len(extra) else "|" for i in range(len(lanes))), None
+            row = [" "] * (2 * len(lanes) - 1)
+            for i in range(len(lanes)):
+                if i <= col:
+                    row[2 * i] = "|"
+                else:
+                    row[2 * i - 1] = "\\"
+            yield "".join(row).rstrip(), None
 
 
 def describe_commit(repo: Repo, cid: str) -> dict[str, Any]:

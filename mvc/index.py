@@ -65,6 +65,7 @@ class Index:
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection, retried with back-off while another process holds the file."""
         deadline = time.monotonic() + self.repo.busy_timeout
         delay = 0.01
         while True:
@@ -79,11 +80,28 @@ class Index:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
         try:
-            if not read_only:
+            if not read_only and not _schema_current(con):
                 con.execute(SCHEMA)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to an index that is caught up with the refs.
+
+        The common case (nothing moved) costs one read-only open; otherwise the index is
+        caught up through a read-write connection first.
+        """
+        if self.path.exists():
+            with self.connect(read_only=True) as con:
+                if _schema_current(con) and dict(con.execute("SELECT name, commit_id FROM refs").fetchall()) == self._current_refs():
+                    yield con
+                    return
+        self.sync_refs()
+        with self.connect(read_only=True) as con:
+            yield con
 
     # -- writing -------------------------------------------------------------------------
     def add_commit(self, cid: str) -> None:
@@ -200,8 +218,7 @@ class Index:
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run ``sql`` read-only after catching up; return (column names, rows)."""
-        self.sync_refs()
-        with self.connect(read_only=True) as con:
+        with self.reader() as con:
             try:
                 cur = con.execute(sql, params or [])
             except duckdb.Error as e:
@@ -262,6 +279,14 @@ def _neg(t: str) -> tuple:
 
 def _ts(text: str) -> str:
     return text.rstrip("Z").replace("T", " ")
+
+
+def _schema_current(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except duckdb.CatalogException:
+        return False
+    return row is not None and row[0] == SCHEMA_VERSION
 
 
 def _holder(e: Exception) -> str:
