@@ -23,7 +23,7 @@ from store.errors import (
 __all__ = [
     "AlreadyExists", "DirtyWorktree", "FsckFailed", "HookRejected", "InvalidArgument", "InvalidQuery",
     "InvalidRefName", "MalformedFile", "MvcError", "NoWorktree", "NotARepository", "NothingToCommit",
-    "ObjectCorrupt", "ObjectMissing", "RefLocked", "RefMoved", "RepositoryBusy", "SourceChanged",
+    "ObjectCorrupt", "ObjectMissing", "PinProtected", "PinVerificationFailed", "RefLocked", "RefMoved", "RepositoryBusy", "SourceChanged",
     "UnknownRevision", "UnsafePath", "UnsupportedFormat",
 ]
 
@@ -67,3 +67,17 @@ class NoWorktree(MvcError):
 
     exit_code = 22
     default_hint = "name the directory (`mvc status DIR`), or commit or check one out first"
+
+
+class PinVerificationFailed(MvcError):
+    """A pinned model does not match what was recorded when it was pinned."""
+
+    exit_code = 24
+    default_hint = "do not deploy it; restore the damaged files from the store (`mvc checkout pins/NAME -o DIR`) or a remote"
+
+
+class PinProtected(MvcError):
+    """A pin is protected: moving or removing it needs --force."""
+
+    exit_code = 25
+    default_hint = "pass --force with --reason to record why it moved"

@@ -20,6 +20,7 @@ from store import FORMAT_VERSION
 from store.errors import NotARepository, UnsupportedFormat
 from store.ids import hash_bytes
 from store.model import Commit, Tree
+from store.notes import NoteStore
 from store.objects import ObjectStore
 from store.refs import ANY, RefStore, full_ref_name, utc_now, whoami
 from store.snapshot import SnapshotStats, snapshot
@@ -27,7 +28,7 @@ from store.statcache import StatCache
 from store.walk import load_commit, load_tree
 
 MVC_DIR = ".mvc"
-LAYOUT = ("objects", "refs/heads", "refs/tags", "refs/pins", "refs/remotes", "logs", "tmp", "locks", "hooks")
+LAYOUT = ("objects", "refs/heads", "refs/tags", "refs/pins", "refs/remotes", "logs", "notes", "tmp", "locks", "hooks")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Repo:
         fsync = self.config.getboolean("core", "fsync", fallback=True)
         self.objects = ObjectStore(self.dir / "objects", self.dir / "tmp", fsync=fsync)
         self.refs = RefStore(self.dir, fsync=fsync)
+        self.notes = NoteStore(self.dir, self.objects, fsync=fsync)
         self.statcache = StatCache(self.dir / "statcache.json")
         self.busy_timeout = 10.0
 

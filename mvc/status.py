@@ -7,13 +7,14 @@ as moved, not as removed and added.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from store.materialize import load_manifest
 from store.model import FileManifest, TensorEntry, Tree
-from store.snapshot import hash_tree
+from store.snapshot import SourceFile, hash_tree, split_file, validate
 
 if TYPE_CHECKING:
     from mvc.repo import Repo
@@ -124,10 +125,15 @@ def status(repo: Repo, directory: Path | str | None = None, *, against: str | No
         if path in manifests:
             return manifests[path]
         entry = new.entries[path]
+        if entry.kind != "file":
+            return None
         # a cached entry whose manifest is in the store (it was committed before)
-        if entry.kind == "file" and repo.objects.has(entry.id):
+        if repo.objects.has(entry.id):
             return load_manifest(repo.objects, entry)
-        return None
+        # cached by an earlier status but never committed: its manifest exists nowhere, read the file again
+        src = SourceFile(path, directory / path, os.stat(directory / path))
+        validate([src])
+        return split_file(src, None)[1]
 
     files, tensors = compare_trees(old, new, old_manifest, new_manifest)
     return Status(directory, branch, base, files, tensors, new)

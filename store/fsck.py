@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from store.errors import MvcError, ObjectCorrupt, ObjectMissing
 from store.ids import hash_bytes
+from store.notes import NoteStore
 from store.objects import ObjectStore
 from store.refs import RefStore
 from store.walk import walk
@@ -48,7 +49,8 @@ def fsck(store: ObjectStore, refs: RefStore, *, full: bool = False, progress: Ca
             report.problems.append(f"{name} points at missing commit {oid}")
         else:
             tips.add(oid)
-    result = walk(store, tips, verify=True, on_object=progress)
+    notes = list(NoteStore(refs.root, store).all_ids())
+    result = walk(store, tips, notes=notes, verify=True, on_object=progress)
     report.commits = len(result.commits)
     report.objects = len(result.objects)
     report.problems.extend(f"{msg}" for _oid, msg in result.problems)

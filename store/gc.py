@@ -1,7 +1,7 @@
 """Garbage collection: delete objects that nothing can reach and that are older than a grace period.
 
-Roots are every ref (branches, tags, pins, remote-tracking refs), HEAD, and every commit any
-reflog entry names, so anything a user could still ask for by ``mvc reflog`` survives. The
+Roots are every ref (branches, tags, pins, remote-tracking refs), HEAD, every commit any
+reflog entry names, and every note (with the commit it is attached to), so anything a user could still ask for by ``mvc reflog`` survives. The
 grace period protects objects written by a command that has not moved its ref yet.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.errors import ObjectMissing
+from store.notes import NoteStore
 from store.objects import ObjectStore
 from store.refs import ZERO, RefLock, RefStore
 from store.walk import walk
@@ -27,7 +28,7 @@ class GcReport:
 
 
 def roots(refs: RefStore) -> set[str]:
-    """Every commit id a ref, HEAD or reflog entry names."""
+    """Every commit id a ref, HEAD or reflog entry names (notes are added by ``gc``)."""
     tips = set(refs.list().values())
     _branch, head = refs.head()
     if head:
@@ -44,7 +45,8 @@ def gc(
     """Delete unreachable objects older than ``grace_seconds``. Holds the repository's gc lock."""
     with RefLock(refs.root / "locks" / "gc.lock", "gc", timeout=0.5):
         tips = {t for t in roots(refs) if store.has(t)}
-        live = walk(store, tips).objects
+        notes = [n for n in NoteStore(refs.root, store).all_ids() if store.has(n)]
+        live = walk(store, tips, notes=notes).objects
         cutoff = time.time() - grace_seconds
         removed = removed_bytes = recent = 0
         for oid in list(store.iter_ids()):

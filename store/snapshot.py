@@ -176,9 +176,15 @@ def split_file(src: SourceFile, batch: ObjectBatch | None, progress: Progress | 
     try:
         if len(view) != size:
             raise SourceChanged(f"{src.rel} changed size while being read")
-        return _split_view(src, view, batch, progress)
-    finally:
-        close()
+        result = _split_view(src, view, batch, progress)
+    except BaseException:
+        try:
+            close()
+        except BufferError:
+            pass  # the traceback in flight still holds slices of the map; it is unmapped when they are freed
+        raise
+    close()
+    return result
 
 
 def _split_view(src: SourceFile, view: memoryview, batch: ObjectBatch | None, progress: Progress | None) -> tuple[TreeEntry, FileManifest | None]:

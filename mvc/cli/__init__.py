@@ -7,6 +7,7 @@ are printed only with ``MVC_DEBUG=1``. Heavy libraries are never imported here.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Annotated
@@ -42,24 +43,15 @@ def _global(
     _output.state["quiet"] = quiet
 
 
-from mvc.cli import (  # noqa: E402  (commands register themselves on ``app``)
-    cmd_branch,
-    cmd_checkout,
-    cmd_commit,
-    cmd_fsck,
-    cmd_gc,
-    cmd_init,
-    cmd_log,
-    cmd_query,
-    cmd_reindex,
-    cmd_show,
-    cmd_status,
-    cmd_switch,
-    cmd_tag,
+# One module per verb; importing it registers the command on ``app``.
+COMMANDS = (
+    "init", "commit", "log", "show", "status", "diff", "checkout", "switch", "branch", "tag",
+    "pin", "rollback", "reflog", "fsck", "gc", "reindex", "query",
 )
+for _verb in COMMANDS:
+    importlib.import_module(f"mvc.cli.cmd_{_verb}")
 
-__all__ = ["app", "main", "cmd_branch", "cmd_checkout", "cmd_commit", "cmd_fsck", "cmd_gc", "cmd_init", "cmd_log",
-           "cmd_query", "cmd_reindex", "cmd_show", "cmd_status", "cmd_switch", "cmd_tag"]
+__all__ = ["COMMANDS", "app", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
