@@ -28,7 +28,7 @@ CORPUS = [
 
 def build_tokenizer(vocab_size: int = 256):
     """A byte-level BPE tokenizer trained on ``CORPUS`` and wrapped for transformers."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))

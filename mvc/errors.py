@@ -22,7 +22,7 @@ from store.errors import (
 
 __all__ = [
     "AlreadyExists", "DirtyWorktree", "FsckFailed", "HookRejected", "InvalidArgument", "InvalidQuery",
-    "InvalidRefName", "MalformedFile", "MvcError", "NoWorktree", "NotARepository", "NothingToCommit",
+    "InvalidRefName", "MalformedFile", "MissingDependency", "MergeConflict", "MvcError", "NoWorktree", "NotARepository", "NothingToCommit",
     "ObjectCorrupt", "ObjectMissing", "PinProtected", "PinVerificationFailed", "RefLocked", "RefMoved", "RepositoryBusy", "SourceChanged",
     "UnknownRevision", "UnsafePath", "UnsupportedFormat",
 ]
@@ -66,7 +66,7 @@ class NoWorktree(MvcError):
     """No model directory is associated with this repository yet."""
 
     exit_code = 22
-    default_hint = "name the directory (`mvc status DIR`), or commit or check one out first"
+    default_hint = "name the model directory (e.g. `mvc status DIR`); the first `mvc commit DIR` records it as the worktree"
 
 
 class PinVerificationFailed(MvcError):
@@ -81,3 +81,85 @@ class PinProtected(MvcError):
 
     exit_code = 25
     default_hint = "pass --force with --reason to record why it moved"
+
+
+class MergeConflict(MvcError):
+    """The two models cannot be merged."""
+
+    exit_code = 23
+    default_hint = "the message names what differs; make both sides agree (same architecture, tokenizer and tensors) and merge again"
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None, conflicts: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.conflicts = list(conflicts or [])  # every conflict found; the message names the first few
+
+
+# -- training (issue 5): exit codes 40 and up -----------------------------------------------
+class InvalidSpec(MvcError):
+    """The run spec is not valid."""
+
+    exit_code = 40
+    default_hint = "see docs/train.md for every key of a run spec; `mvc train --dry-run ...` prints the resolved spec"
+
+
+class UnsupportedHardware(MvcError):
+    """This machine lacks the hardware or library the run needs."""
+
+    exit_code = 41
+
+
+class MissingDependency(MvcError):
+    """A library that this feature needs is not installed."""
+
+    exit_code = 42
+    default_hint = "install the training extra: pip install 'mvc[train]'"
+
+
+class RunNotFound(MvcError):
+    """No training run has that name."""
+
+    exit_code = 43
+    default_hint = "list runs with `mvc runs`"
+
+
+class TrainingFailed(MvcError):
+    """The training run failed."""
+
+    exit_code = 44
+    default_hint = "the run's last checkpoint is kept: `mvc runs` shows it; fix the cause and `mvc train --resume NAME`"
+
+
+class TrainingCancelled(MvcError):
+    """The training run was cancelled."""
+
+    exit_code = 45
+    default_hint = "its last checkpoint is kept on the run branch; continue with `mvc train --resume NAME`"
+
+
+
+__all__ += ["InvalidSpec", "MissingDependency", "RunNotFound", "TrainingCancelled", "TrainingFailed", "UnsupportedHardware"]
+
+
+# -- remotes (issue 4): exit codes 26-39; the transport errors (26-31) live in store.errors ---------
+class UnknownRemote(MvcError):
+    """No remote has that name."""
+
+    exit_code = 32
+    default_hint = "list remotes with `mvc remote list`; add one with `mvc remote add NAME URL`"
+
+
+class HistoriesDiverged(MvcError):
+    """The local and remote histories have diverged: neither contains the other."""
+
+    exit_code = 33
+    default_hint = "merge them (`mvc merge origin/main`), then push"
+
+
+__all__ += ["HistoriesDiverged", "UnknownRemote"]
+
+
+class MissingDependency(MvcError):
+    """This command needs an optional library that is not installed."""
+
+    exit_code = 36
+    default_hint = "on a CPU-only machine: pip install torch==2.13.0, then pip install 'mvc[ml]'"

@@ -28,7 +28,7 @@ from store.materialize import load_manifest
 if TYPE_CHECKING:
     from mvc.repo import Repo
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the runs table
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS commits (
@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS tensors (
     commit_id VARCHAR, path VARCHAR, name VARCHAR, dtype VARCHAR, shape BIGINT[],
     tensor_id VARCHAR, size BIGINT, parts VARCHAR[]);
 CREATE TABLE IF NOT EXISTS blobs (commit_id VARCHAR, blob_id VARCHAR, size BIGINT);
+CREATE TABLE IF NOT EXISTS runs (
+    name VARCHAR PRIMARY KEY, method VARCHAR, status VARCHAR, branch VARCHAR, base VARCHAR, head VARCHAR,
+    step BIGINT, max_steps BIGINT, checkpoints BIGINT, started TIMESTAMP, updated TIMESTAMP, pid BIGINT,
+    host VARCHAR, error VARCHAR, spec JSON, metrics JSON);
 CREATE OR REPLACE VIEW commit_bytes AS
     SELECT b.commit_id, sum(b.size) AS total_bytes,
            sum(CASE WHEN s.n = 1 THEN b.size ELSE 0 END) AS unique_bytes
@@ -53,7 +57,7 @@ CREATE OR REPLACE VIEW tensor_sharing AS
            count(DISTINCT commit_id) AS commits, list(DISTINCT commit_id ORDER BY commit_id) AS commit_ids
     FROM tensors GROUP BY tensor_id;
 """
-TABLES = ("commits", "parents", "refs", "files", "tensors", "blobs")
+TABLES = ("commits", "parents", "refs", "files", "tensors", "blobs", "runs")
 
 
 class Index:
@@ -135,7 +139,58 @@ class Index:
                 con.execute(f"DELETE FROM {table}")
             con.execute("COMMIT")
             self._sync(con, force=True)
+            self._upsert_runs(con, _run_records(self.repo))
             return con.execute("SELECT count(*) FROM commits").fetchone()[0]
+
+    # -- runs (mvc.runs): rows mirror the run records, rebuilt from them by reindex ----------
+    def upsert_runs(self, records: list) -> None:
+        """Insert or replace the rows of these ``mvc.runs.RunRecord`` s."""
+        with self.connect() as con:
+            self._upsert_runs(con, records)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, caught up with the run records on disk first (a crashed writer leaves them ahead)."""
+        records = _run_records(self.repo)
+        want = {r.name: r.updated for r in records}
+        with self.reader() as con:
+            have = dict(con.execute("SELECT name, strftime(updated, '%Y-%m-%dT%H:%M:%S.%fZ') FROM runs").fetchall())
+        if {k: _ts(v) for k, v in want.items()} != {k: _ts(v) for k, v in have.items()}:
+            with self.connect() as con:
+                con.execute("DELETE FROM runs")
+                self._upsert_runs(con, records)
+        cols, rows = self.query("SELECT * FROM runs ORDER BY started, name")
+        out = []
+        for row in rows:
+            d = dict(zip(cols, row, strict=True))
+            d["spec"] = json.loads(d["spec"] or "{}")
+            d["metrics"] = json.loads(d["metrics"] or "{}")
+            for k in ("started", "updated"):
+                d[k] = d[k].strftime("%Y-%m-%dT%H:%M:%S.%fZ") if d[k] is not None else None
+            out.append(d)
+        # a record whose process died shows as failed (mvc.runs.effective), though its file says running
+        by_name = {r.name: r for r in records}
+        for d in out:
+            r = by_name.get(d["name"])
+            if r is not None and r.status != d["status"]:
+                d["status"], d["error"] = r.status, r.error
+        return out
+
+    def _upsert_runs(self, con: duckdb.DuckDBPyConnection, records: list) -> None:
+        if not records:
+            return
+        rows = [
+            (r.name, r.method, r.status, r.branch, r.base, r.head, r.step, r.max_steps, r.checkpoints,
+             _ts(r.started) if r.started else None, _ts(r.updated) if r.updated else None, r.pid, r.host, r.error,
+             json.dumps(r.to_json()["spec"]), json.dumps(r.to_json()["metrics"]))
+            for r in records
+        ]
+        con.execute("BEGIN")
+        try:
+            con.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(rows[0]))})", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     def _current_refs(self) -> dict[str, str]:
         refs = dict(self.repo.refs.list())
@@ -279,6 +334,12 @@ def _neg(t: str) -> tuple:
 
 def _ts(text: str) -> str:
     return text.rstrip("Z").replace("T", " ")
+
+
+def _run_records(repo: Repo) -> list:
+    from mvc.runs import list_records
+
+    return list_records(repo)
 
 
 def _schema_current(con: duckdb.DuckDBPyConnection) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hooks.scripts import run_hook
-from mvc.errors import HookRejected, InvalidArgument, NoWorktree, NothingToCommit, RefMoved, UnknownRevision
+from mvc.errors import AlreadyExists, HookRejected, InvalidArgument, NothingToCommit, NoWorktree, RefMoved, UnknownRevision
 from store import FORMAT_VERSION
 from store.errors import NotARepository, UnsupportedFormat
 from store.ids import hash_bytes
@@ -60,6 +60,7 @@ class Repo:
         self.notes = NoteStore(self.dir, self.objects, fsync=fsync)
         self.statcache = StatCache(self.dir / "statcache.json")
         self.busy_timeout = 10.0
+        self.warnings: list[str] = []  # things that went wrong but changed nothing, for the caller to show
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -164,12 +165,14 @@ class Repo:
         run_hooks: bool = True,
         progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
+        scratch: bool = False,
     ) -> CommitResult:
         """Snapshot ``directory`` as a new commit on ``branch`` (default: HEAD's branch).
 
         Write order: blobs, manifests, tree, commit, index row, then the ref by
         compare-and-swap. Losing the race raises RefMoved; the snapshot stays in the store
-        (unreferenced), so a retry stores nothing again.
+        (unreferenced), so a retry stores nothing again. A ``scratch`` directory (a training
+        checkpoint about to be deleted) neither becomes the worktree nor enters the stat cache.
         """
         directory = self.require_worktree(directory)
         head_branch, head_oid = self.refs.head()
@@ -179,14 +182,52 @@ class Repo:
         else:
             ref = head_branch  # None: detached HEAD
             expected = head_oid
-        parent_ids = list(parents) if parents is not None else ([expected] if expected else [])
-        tree, stats = snapshot(self.objects, directory, cache=self.statcache, follow_symlinks=follow_symlinks, progress=progress, on_total=on_total)
+        if parents is not None:
+            parent_ids = list(parents)
+        elif expected is not None:
+            parent_ids = [expected]
+        else:  # an unborn branch: a new branch named with ``branch`` starts from HEAD
+            parent_ids = [head_oid] if head_oid and branch is not None else []
+        tree, stats = snapshot(self.objects, directory, cache=None if scratch else self.statcache, follow_symlinks=follow_symlinks,
+                               progress=progress, on_total=on_total)
         tree_id = self.objects.put(tree.encode())
         if not allow_empty and parent_ids and self.read_commit(parent_ids[0]).tree == tree_id:
             raise NothingToCommit(f"nothing to commit: {directory} matches {parent_ids[0][:12]}")
+        cid = self.write_commit(
+            tree_id, parent_ids, message, ref=ref, expected=expected, kind=kind, lineage=lineage, metrics=metrics,
+            author=author, directory=directory, run_hooks=run_hooks, record_worktree=not scratch,
+        )
+        return CommitResult(cid, ref[len("refs/heads/") :] if ref else None, tree_id, stats)
+
+    def write_commit(
+        self,
+        tree_id: str,
+        parents: list[str],
+        message: str = "",
+        *,
+        ref: str | None,
+        expected: str | None,
+        kind: str = "commit",
+        lineage: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        author: str | None = None,
+        directory: Path | None = None,
+        run_hooks: bool = True,
+        what: str = "snapshot",
+        reflog: str = "commit",
+        record_worktree: bool = True,
+    ) -> str:
+        """Record a commit of the stored tree ``tree_id`` and move ``ref`` (None: detached HEAD) from ``expected`` to it.
+
+        The second half of ``commit``'s write order, shared with merges that build their tree in
+        the store: commit object, index row, then the ref by compare-and-swap, between the
+        pre-commit and post-commit hooks (``MVC_DIR`` is ``directory``, empty when there is none).
+        ``directory`` becomes the worktree when none is recorded yet. Losing the race raises
+        RefMoved naming the ``what`` that stays stored; returns the commit id.
+        """
         commit = Commit(
             tree=tree_id,
-            parents=tuple(parent_ids),
+            parents=tuple(parents),
             author=author or whoami(),
             time=utc_now(),
             message=message,
@@ -198,8 +239,8 @@ class Repo:
         cid = hash_bytes(data)
         short_branch = ref[len("refs/heads/") :] if ref else ""
         hook_env = {
-            "MVC_COMMIT": cid, "MVC_TREE": tree_id, "MVC_PARENTS": " ".join(parent_ids), "MVC_BRANCH": short_branch,
-            "MVC_MESSAGE": message, "MVC_KIND": kind, "MVC_AUTHOR": commit.author, "MVC_DIR": str(directory), "MVC_REPO": str(self.root),
+            "MVC_COMMIT": cid, "MVC_TREE": tree_id, "MVC_PARENTS": " ".join(parents), "MVC_BRANCH": short_branch, "MVC_MESSAGE": message,
+            "MVC_KIND": kind, "MVC_AUTHOR": commit.author, "MVC_DIR": str(directory) if directory is not None else "", "MVC_REPO": str(self.root),
         }
         if run_hooks:
             result = run_hook(self.dir / "hooks", "pre-commit", hook_env, self.root)
@@ -213,24 +254,30 @@ class Repo:
         index.add_commit(cid)
         try:
             if ref is None:
-                self.refs.set_head(cid, message=f"commit (detached): {message}", who=commit.author)
+                self.refs.set_head(cid, message=f"{reflog} (detached): {message}", who=commit.author, expected=expected)
             else:
-                self.refs.compare_and_swap(ref, expected, cid, message=f"commit: {_first_line(message)}", who=commit.author)
-        except RefMoved as e:
+                self.refs.compare_and_swap(ref, expected, cid, message=f"{reflog}: {_first_line(message)}", who=commit.author)
+        except (RefMoved, AlreadyExists) as e:
             index.forget_commit(cid)
+            # AlreadyExists: the branch was unborn when this commit started and another process
+            # created it since; that is a lost race too (a ref/directory name clash is not, re-raise it)
+            if isinstance(e, AlreadyExists) and (expected is not None or ref is None or self.refs.read(ref) is None):
+                raise
             raise RefMoved(
-                f"{short_branch} moved while committing; snapshot saved as {cid[:12]} but not on any branch ({e.message})",
+                f"{short_branch} moved while committing; {what} saved as {cid[:12]} but not on any branch ({e.message})",
                 hint="retry the commit: the data is already stored, so it will be quick",
             ) from None
         except BaseException:
             index.forget_commit(cid)
             raise
         index.sync_refs()
-        if self.worktree is None:
+        if record_worktree and directory is not None and self.worktree is None:
             self.set_worktree(directory)
         if run_hooks:
-            run_hook(self.dir / "hooks", "post-commit", hook_env, self.root)
-        return CommitResult(cid, short_branch or None, tree_id, stats)
+            result = run_hook(self.dir / "hooks", "post-commit", hook_env, self.root)
+            if result is not None and not result.ok:
+                self.warnings.append(f"post-commit hook failed (exit {result.returncode}); the commit {cid[:12]} stands: {result.output or 'no message'}")
+        return cid
 
     # -- refs ----------------------------------------------------------------------------
     def create_ref(self, namespace: str, name: str, rev: str, *, force: bool = False, message: str) -> str:

@@ -74,7 +74,13 @@ def resolve_base(repo: Repo, name: str) -> str:
             raise UnknownRevision(f"HEAD has no commits yet (branch {branch!r} is unborn)", hint="make the first commit with `mvc commit DIR -m ...`")
         return oid
     if is_object_id(name) and repo.objects.has(name):
-        return name
+        try:
+            obj = decode(repo.objects.get(name), name)
+        except ObjectCorrupt:
+            obj = None
+        if isinstance(obj, Commit):
+            return name
+        raise UnknownRevision(f"{name[:12]} is an object but not a commit", hint="pass a commit id, branch, tag or pin")
     try:
         if not name.startswith("refs/"):
             check_ref_name(name)

@@ -118,3 +118,50 @@ class SourceChanged(MvcError):
     exit_code = 21
     retryable = True
     default_hint = "wait until whatever writes the model directory has finished, then retry"
+
+
+class RemoteError(MvcError):
+    """The remote failed."""
+
+    exit_code = 26
+    default_hint = "run with MVC_DEBUG=1 to see the underlying error; check the remote with `mvc remote list`"
+
+
+class RemoteMoved(RemoteError):
+    """The remote moved, fetch first: a ref on the remote changed while pushing."""
+
+    exit_code = 27
+    retryable = True
+    default_hint = "run `mvc fetch` (merge if the histories diverged), then retry the push"
+
+
+class RemoteNotFound(RemoteError):
+    """The remote location does not exist (no such bucket or directory)."""
+
+    exit_code = 28
+    default_hint = "check the URL with `mvc remote list`; create the bucket (or directory) first"
+
+
+class RemoteAccessDenied(RemoteError):
+    """The remote refused access: credentials are missing, invalid or not allowed."""
+
+    exit_code = 29
+    default_hint = (
+        "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials) for a principal that may "
+        "read and write the bucket; mvc never stores credentials in .mvc/config"
+    )
+
+
+class RemoteUnavailable(RemoteError):
+    """The remote could not be reached, or failed for a moment."""
+
+    exit_code = 30
+    retryable = True
+    default_hint = "check the network and the endpoint (`mvc remote list`), then retry; completed objects are not sent again"
+
+
+class RemoteCorrupt(RemoteError):
+    """An object from the remote does not match its id (damaged or tampered with); it was not stored."""
+
+    exit_code = 31
+    default_hint = "nothing was changed locally; repair the remote by pushing from a repository that has a good copy"

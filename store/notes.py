@@ -31,6 +31,19 @@ class NoteStore:
             raise ValueError(f"not a commit id: {commit!r}")
         note = Note(commit, author, utc_now(), data)
         oid = self.objects.put(note.encode())
+        self._append(commit, oid)
+        return oid
+
+    def attach(self, commit: str, oid: str) -> bool:
+        """List the stored note ``oid`` on ``commit`` (fetch brings notes this way); False if listed already."""
+        if not is_object_id(commit) or not is_object_id(oid):
+            raise ValueError(f"not an object id: {commit!r} / {oid!r}")
+        if oid in self.ids(commit):
+            return False
+        self._append(commit, oid)
+        return True
+
+    def _append(self, commit: str, oid: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / commit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -39,7 +52,6 @@ class NoteStore:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        return oid
 
     def ids(self, commit: str) -> list[str]:
         try:

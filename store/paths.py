@@ -13,12 +13,16 @@ def check_tree_path(path: str) -> str:
     """Return ``path`` if it is a safe, normalised, relative POSIX path; raise UnsafePath otherwise.
 
     Refused: empty, absolute, ``.``/``..``/empty components, backslashes, NUL and other control
-    characters, and anything under ``.mvc``.
+    characters, names that are not UTF-8, and anything under ``.mvc``.
     """
     if not isinstance(path, str) or not path:
         raise UnsafePath(f"empty or non-text path in tree: {path!r}")
     if _CONTROL.search(path):
         raise UnsafePath(f"path contains a control character: {path!r}")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePath(f"path is not valid UTF-8: {path!r}", hint="rename the file; tree paths are stored as UTF-8") from None
     if "\\" in path:
         raise UnsafePath(f"path contains a backslash: {path!r}")
     if path.startswith("/"):

@@ -28,7 +28,8 @@ ANY = object()  # expected value that skips the compare in compare_and_swap
 
 def utc_now() -> str:
     """Now, as the ISO 8601 UTC text used in commits and reflogs."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1e6) % 1_000_000:06d}Z"
 
 
 def whoami() -> str:
@@ -288,8 +289,12 @@ class RefStore:
                 return
             d = d.parent
 
-    def set_head(self, target: str, *, message: str, who: str | None = None) -> None:
-        """Point HEAD at a branch (``refs/heads/x``) or detach it at a commit id."""
+    def set_head(self, target: str, *, message: str, who: str | None = None, expected: object = ANY) -> None:
+        """Point HEAD at a branch (``refs/heads/x``) or detach it at a commit id.
+
+        ``expected`` (a commit id, or None for an unborn HEAD) makes it a compare-and-swap on
+        the commit HEAD resolves to: detached commits use it so none is overwritten silently.
+        """
         if is_object_id(target):
             text = target + "\n"
         else:
@@ -299,6 +304,8 @@ class RefStore:
             text = f"ref: {target}\n"
         with self.lock("HEAD"):
             branch, old = self.head()
+            if expected is not ANY and old != expected:
+                raise RefMoved(f"HEAD moved while this command ran (expected {str(expected)[:12] if expected else 'nothing'}, found {old[:12] if old else 'nothing'})")
             new = self.read(target) if not is_object_id(target) else target
             self._append_log("HEAD", ReflogEntry(old or ZERO, new or ZERO, who or whoami(), utc_now(), message))
             self._write_atomic(self.root / "HEAD", text)

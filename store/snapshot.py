@@ -19,7 +19,7 @@ from pathlib import Path
 
 from store.errors import MalformedFile, SourceChanged, UnsafePath
 from store.ids import hash_bytes, new_hasher
-from store.model import FileManifest, Part, TensorEntry, Tree, TreeEntry
+from store.model import FileManifest, Part, TensorEntry, Tree, TreeEntry, decode
 from store.objects import ObjectBatch, ObjectStore
 from store.paths import check_tree_path
 from store.safetensors import Header, read_header
@@ -79,9 +79,12 @@ def scan(root: Path, *, follow_symlinks: bool = False) -> list[SourceFile]:
         raise UnsafePath(f"{root} is not a directory", hint="pass the directory a model was saved to with save_pretrained")
     patterns = _ignore_patterns(root)
     files: list[SourceFile] = []
-    stack = [""]
+    root_st = os.stat(root)
+    # each directory to visit, with the (device, inode) of the directories above it: a followed
+    # symlink that leads back to one of them would otherwise be walked until ELOOP
+    stack: list[tuple[str, frozenset]] = [("", frozenset({(root_st.st_dev, root_st.st_ino)}))]
     while stack:
-        reldir = stack.pop()
+        reldir, ancestors = stack.pop()
         with os.scandir(root / reldir) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -103,8 +106,13 @@ def scan(root: Path, *, follow_symlinks: bool = False) -> list[SourceFile]:
                     st = os.stat(entry.path)
                 except FileNotFoundError:
                     raise UnsafePath(f"{rel} is a dangling symlink") from None
+                except OSError as e:
+                    raise UnsafePath(f"{rel} is a symlink that cannot be followed: {e.strerror}") from None
             if stat_mod.S_ISDIR(st.st_mode):
-                stack.append(rel)
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    raise UnsafePath(f"{rel} is a symlink loop: it leads back to a directory that contains it")
+                stack.append((rel, ancestors | {key}))
             elif stat_mod.S_ISREG(st.st_mode):
                 files.append(SourceFile(rel, Path(entry.path), st))
             else:
@@ -113,19 +121,26 @@ def scan(root: Path, *, follow_symlinks: bool = False) -> list[SourceFile]:
     return files
 
 
-def validate(files: list[SourceFile]) -> None:
-    """Parse every safetensors header and check sharded-model indexes against the shards."""
-    by_rel = {f.rel: f for f in files}
+def validate(files: list[SourceFile], everything: list[SourceFile] | None = None) -> None:
+    """Parse the safetensors headers of ``files`` and check sharded-model indexes against the shards.
+
+    ``everything`` is the whole directory when ``files`` are only the ones to be read (the rest
+    matched the stat cache). An index is checked whenever it, or a shard it names, is read or
+    missing; the headers of unchanged shards are then read as well.
+    """
     for f in files:
         if f.rel.endswith(".safetensors"):
             with open(f.path, "rb") as fh:
                 f.header = read_header(fh, f.stat.st_size, f.rel)
-    for f in files:
+    changed = {f.rel for f in files}
+    everything = files if everything is None else everything
+    by_rel = {f.rel: f for f in everything}
+    for f in everything:
         if f.rel.endswith(SHARD_INDEX_SUFFIX):
-            _check_shard_index(f, by_rel)
+            _check_shard_index(f, by_rel, changed)
 
 
-def _check_shard_index(index: SourceFile, by_rel: dict[str, SourceFile]) -> None:
+def _check_shard_index(index: SourceFile, by_rel: dict[str, SourceFile], changed: set[str]) -> None:
     base = index.rel.rsplit("/", 1)[0] + "/" if "/" in index.rel else ""
     try:
         data = json.loads(index.path.read_text())
@@ -133,11 +148,17 @@ def _check_shard_index(index: SourceFile, by_rel: dict[str, SourceFile]) -> None
         assert isinstance(weight_map, dict)
     except (ValueError, KeyError, AssertionError, UnicodeDecodeError):
         raise MalformedFile(f"{index.rel}: not a valid sharded-model index (no weight_map)") from None
+    shard_rels = {base + str(shard) for shard in weight_map.values()}
+    if index.rel not in changed and all(r in by_rel and r not in changed for r in shard_rels):
+        return  # neither the index nor its shards changed since they were last checked together
     names: dict[str, set[str]] = {}
     for tensor, shard in weight_map.items():
         shard_file = by_rel.get(base + str(shard))
-        if shard_file is None or shard_file.header is None:
+        if shard_file is None or not shard_file.rel.endswith(".safetensors"):
             raise MalformedFile(f"{index.rel}: tensor {tensor!r} is mapped to shard {shard!r}, which is not in the directory")
+        if shard_file.header is None:  # unchanged per the stat cache: read its header only
+            with open(shard_file.path, "rb") as fh:
+                shard_file.header = read_header(fh, shard_file.stat.st_size, shard_file.rel)
         if shard not in names:
             names[shard] = {t.name for t in shard_file.header.tensors}
         if tensor not in names[shard]:
@@ -231,6 +252,14 @@ def _split_view(src: SourceFile, view: memoryview, batch: ObjectBatch | None, pr
     return TreeEntry("file", moid, size, manifest.hash, mode), manifest
 
 
+def _object_ids(store: ObjectStore, entry: TreeEntry) -> list[str]:
+    if entry.kind == "blob":
+        return [entry.id]
+    manifest = decode(store.get(entry.id), entry.id)
+    parts = manifest.parts() if isinstance(manifest, FileManifest) else []
+    return [entry.id, *(p.id for p in parts)]
+
+
 def _unchanged_since(src: SourceFile) -> None:
     st = os.stat(src.path)
     if (st.st_size, st.st_mtime_ns) != (src.stat.st_size, src.stat.st_mtime_ns):
@@ -258,12 +287,15 @@ def snapshot(
     for f in files:
         hit = cache.lookup(root, f.rel, f.stat) if cache else None
         if hit is not None and store.has(hit.id):
-            store.freshen(hit.id)
+            # The new commit will name every part too: refresh them all so that a concurrent
+            # gc's grace period protects them (docs/format.md, "gc").
+            for oid in _object_ids(store, hit):
+                store.freshen(oid)
             entries[f.rel] = hit
             stats.files_cached += 1
         else:
             todo.append(f)
-    validate(todo)
+    validate(todo, files)
     if on_total:
         on_total(sum(f.stat.st_size for f in todo))
     for f in todo:
@@ -298,7 +330,7 @@ def hash_tree(
             entries[f.rel] = hit
         else:
             todo.append(f)
-    validate(todo)
+    validate(todo, files)
     for f in todo:
         started = now_ns()
         entry, manifest = split_file(f, None)

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import typer
@@ -289,22 +290,29 @@ def test_invalid_ref_name(history):
 # -- worktree-moving commands: a fresh repository per test ------------------------------------
 @pytest.fixture
 def two_branches(tiny_model, tiny_tweaked, tmp_path):
-    """main at the base model; exp one commit ahead with the tweaked model; HEAD on exp."""
+    """main at the base model; exp one commit ahead with the tweaked model; HEAD on exp.
+
+    Built through the Python API (the CLI's commit is covered by ``history``) to keep this fast.
+    """
+    from mvc.checkout import switch
+
     root = tmp_path / "r"
-    root.mkdir()
     model = root / "model"
+    repo = Repo.init(root)
     shutil.move(str(tiny_model), model)
     tweaked, changed = tiny_tweaked
-    run("init", cwd=root, check=True)
-    base = run_json("commit", "model", "-m", "base", cwd=root)["commit"]
-    run("switch", "-c", "exp", cwd=root, check=True)
+    base = repo.commit(model, "base").id
+    switch(repo, "exp", create=True)
     shutil.copytree(tweaked, model, dirs_exist_ok=True)
-    tw = run_json("commit", "-m", "tweak", cwd=root)["commit"]
+    tw = repo.commit(message="tweak").id
+    assert repo.head() == ("exp", tw)
     return root, model, base, tw, tweaked, changed
 
 
 def head_branch(root: Path) -> str | None:
-    return run_json("status", cwd=root)["branch"]
+    """HEAD's branch, read from .mvc/HEAD directly (None when detached)."""
+    text = (root / ".mvc" / "HEAD").read_text().strip()
+    return text[len("ref: refs/heads/"):] if text.startswith("ref: ") else None
 
 
 def test_switch_and_checkout_update_worktree(two_branches, _tiny_base):
@@ -448,8 +456,6 @@ def test_every_parameter_has_help():
 
 
 def test_help_checker_detects_missing_help():
-    from typing import Annotated
-
     t = typer.Typer()
 
     @t.command()

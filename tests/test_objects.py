@@ -7,6 +7,7 @@ Damage is done by hand (a flipped byte, a truncated file) and must be caught by
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -262,10 +263,27 @@ def test_commit_interrupted_by_ctrl_c_moves_no_ref(repo, tiny_model):
 # --- damaged objects -------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def _committed_template(tmp_path_factory, _tiny_base):
+    from mvc.repo import Repo
+
+    root = tmp_path_factory.mktemp("objects-template") / "repo"
+    root.mkdir()
+    repo = Repo.init(root)
+    repo.commit(_tiny_base, "init")
+    return root
+
+
 @pytest.fixture
-def committed(repo, tiny_model):
+def committed(_committed_template, _tiny_base, tmp_path):
     """A repository with the tiny model committed on main, and the ids of its objects by kind."""
-    cid = repo.commit(tiny_model, "init").id
+    from mvc.repo import Repo
+
+    root = tmp_path / "repo"
+    shutil.copytree(_committed_template, root)
+    repo = Repo(root)
+    tiny_model = _tiny_base
+    cid = repo.resolve("main")
     commit = repo.read_commit(cid)
     tree = repo.read_tree(commit.tree)
     weights = tree.entries["model.safetensors"]

@@ -39,13 +39,20 @@ def _global(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or messages on stderr.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
-    _output.state["repo_dir"] = repo_dir
+    if repo_dir is not None:
+        try:
+            os.chdir(repo_dir)  # like git -C: paths on the command line are relative to it too
+        except OSError as e:
+            raise typer.BadParameter(f"cannot change to {repo_dir!r}: {e.strerror}", param_hint="-C") from None
     _output.state["quiet"] = quiet
 
 
+# Libraries only some commands need; their absence is a MissingDependency error, not a crash.
+OPTIONAL_MODULES = {"torch", "transformers", "safetensors", "numpy", "trl", "peft", "datasets", "accelerate", "s3fs", "boto3", "botocore", "yaml", "git"}
+
 # One module per verb; importing it registers the command on ``app``.
 COMMANDS = (
-    "init", "commit", "log", "show", "status", "diff", "checkout", "switch", "branch", "tag",
+    "init", "commit", "log", "show", "status", "diff", "checkout", "switch", "branch", "tag", "merge",
     "pin", "rollback", "reflog", "fsck", "gc", "reindex", "query",
 )
 for _verb in COMMANDS:
@@ -56,10 +63,16 @@ __all__ = ["COMMANDS", "app", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mvc`` console script."""
+    from mvc.errors import MissingDependency
     from store.errors import MvcError
 
     try:
-        app(args=argv, prog_name="mvc")
+        try:
+            app(args=argv, prog_name="mvc")
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in OPTIONAL_MODULES:
+                raise
+            raise MissingDependency(f"this command needs {e.name.split('.')[0]}, which is not installed") from e
     except MvcError as e:
         if os.environ.get("MVC_DEBUG") == "1":
             import traceback

@@ -11,12 +11,12 @@ from typing import Any
 
 from mvc.repo import Repo
 
-state: dict[str, Any] = {"repo_dir": None, "quiet": False}
+state: dict[str, Any] = {"quiet": False}
 
 
 def open_repo() -> Repo:
-    """The repository named by ``-C``, ``MVC_REPO``, or found from the current directory."""
-    start = state["repo_dir"] or os.environ.get("MVC_REPO") or "."
+    """The repository named by ``MVC_REPO``, or found from the current directory (``-C`` changes it)."""
+    start = os.environ.get("MVC_REPO") or "."
     repo = Repo.find(start)
     timeout = os.environ.get("MVC_BUSY_TIMEOUT")
     if timeout:

@@ -29,6 +29,6 @@ def checkout_cmd(
         out(f"Switched to branch {branch!r} at {cid[:12]}")
     else:
         out(f"HEAD is now at {cid[:12]} (detached)")
-        info(f"hint: to keep commits made from here, create a branch: mvc switch -c NAME")
+        info("hint: to keep commits made from here, create a branch: mvc switch -c NAME")
     if repo.worktree is None:
         info("no worktree recorded; use -o DIR to write the model somewhere")

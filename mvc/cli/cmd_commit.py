@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mvc.cli import app
-from mvc.cli._output import author_from_env, emit_json, human_bytes, open_repo, out, progress_bar
+from mvc.cli._output import author_from_env, emit_json, human_bytes, info, open_repo, out, progress_bar
 from mvc.errors import InvalidArgument
 
 
@@ -45,6 +45,8 @@ def commit_cmd(
             author=author_from_env(repo), allow_empty=allow_empty, follow_symlinks=follow_symlinks, run_hooks=not no_verify,
             progress=advance, on_total=set_total,
         )
+    for warning in repo.warnings:
+        info(f"warning: {warning}")
     s = result.stats
     if as_json:
         emit_json({"commit": result.id, "branch": result.branch, "tree": result.tree, "bytes_written": s.bytes_written,

@@ -21,7 +21,7 @@ def show_cmd(
     repo = open_repo()
     d = describe_commit(repo, repo.resolve(ref))
     if as_json:
-        emit_json(d)
+        emit_json(d if files else {k: v for k, v in d.items() if k != "files"})
         return
     out(f"commit {d['id']}")
     for p in d["parents"]:
