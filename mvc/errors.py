@@ -108,13 +108,6 @@ class UnsupportedHardware(MvcError):
     exit_code = 41
 
 
-class MissingDependency(MvcError):
-    """A library that this feature needs is not installed."""
-
-    exit_code = 42
-    default_hint = "install the training extra: pip install 'mvc[train]'"
-
-
 class RunNotFound(MvcError):
     """No training run has that name."""
 
@@ -137,7 +130,7 @@ class TrainingCancelled(MvcError):
 
 
 
-__all__ += ["InvalidSpec", "MissingDependency", "RunNotFound", "TrainingCancelled", "TrainingFailed", "UnsupportedHardware"]
+__all__ += ["InvalidSpec", "RunNotFound", "TrainingCancelled", "TrainingFailed", "UnsupportedHardware"]
 
 
 # -- remotes (issue 4): exit codes 26-39; the transport errors (26-31) live in store.errors ---------

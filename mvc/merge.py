@@ -1,11 +1,6 @@
-"""Merging models in weight space: strategies on tensors, and the three-way merge of two commits.
+"""Merging models in weight space: the three-way merge of two commits, and LoRA adapters.
 
-The strategies are pure functions on fp32 torch tensors (they never modify their inputs):
-``linear``, ``slerp``, ``task_arithmetic``, ``ties``, ``dare_linear`` and ``dare_ties``, built
-from ``trim_top_k`` (TIES trimming), ``dare_drop`` (DARE) and ``elect_and_mean`` (TIES sign
-election and disjoint mean). docs/merge.md gives the formulas and conventions.
-
-``merge`` merges a commit into the current branch: "already up to date" and fast-forward come
+The strategies themselves are in ``mvc.merge_strategies``. ``merge`` merges a commit into the current branch: "already up to date" and fast-forward come
 from the commit DAG (``mvc.dag``), otherwise every tensor is merged one at a time, streamed from
 the store into a new tree in the store, and a merge commit is written like ``Repo.commit`` does
 (tree, commit, index row, ref by compare-and-swap). ``merge_adapter`` folds a LoRA adapter
@@ -17,229 +12,24 @@ from __future__ import annotations
 import json
 import math
 import re
-import secrets
 import struct
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc.errors import DirtyWorktree, InvalidArgument, MergeConflict, UnknownRevision
+from mvc.errors import DirtyWorktree, MergeConflict, UnknownRevision
+from mvc.merge_strategies import Recipe, merge_tensors
 from mvc.status import status
 from mvc.tensors import FLOAT_DTYPES, read_tensor, tensor_data, to_bytes, torch_dtype, write_safetensors
-from store.ids import hash_bytes
 from store.materialize import entry_parts, load_manifest, materialize
 from store.model import FileManifest, TensorEntry, Tree, TreeEntry
 
 if TYPE_CHECKING:
-    import torch
 
     from mvc.repo import Repo
 
-STRATEGIES = ("linear", "slerp", "task-arithmetic", "ties", "dare-ties", "dare-linear")
-TASK_VECTOR_STRATEGIES = ("task-arithmetic", "ties", "dare-ties", "dare-linear")
-DEFAULT_STRATEGY = "task-arithmetic"
-DEFAULT_DENSITY = 0.2
-DOT_THRESHOLD = 0.9995  # slerp falls back to lerp for vectors closer to parallel than this
 Progress = Callable[[int], None]
-
-# -- strategies: pure functions on fp32 tensors ----------------------------------------------
-
-
-def linear(models: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Weighted mean ``Σ wᵢ θᵢ / Σ wᵢ``."""
-    import torch
-
-    out = torch.zeros_like(models[0])
-    for m, w in zip(models, weights, strict=True):
-        out.add_(m, alpha=w)
-    return out.div_(sum(weights))
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float, *, threshold: float = DOT_THRESHOLD) -> torch.Tensor:
-    """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1), each tensor seen as one flat vector.
-
-    Falls back to linear interpolation when the vectors are nearly parallel or antiparallel
-    (``|cos| > threshold``) or one of them is zero, where the spherical formula is unstable.
-    """
-    import torch
-
-    na, nb = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
-    cos = float(torch.dot(a.reshape(-1), b.reshape(-1))) / (na * nb) if na > 0 and nb > 0 else 1.0
-    cos = max(-1.0, min(1.0, cos))
-    if abs(cos) > threshold:
-        return torch.lerp(a, b, t)
-    theta = math.acos(cos)
-    s = math.sin(theta)
-    return a * (math.sin((1 - t) * theta) / s) + b * (math.sin(t * theta) / s)
-
-
-def task_arithmetic(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], lam: float = 1.0) -> torch.Tensor:
-    """``base + λ Σ wᵢ (θᵢ − base)`` (Ilharco et al., "Editing models with task arithmetic")."""
-    import torch
-
-    delta = torch.zeros_like(base)
-    for m, w in zip(models, weights, strict=True):
-        delta.add_(m - base, alpha=w)
-    return base + lam * delta
-
-
-def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
-    """``tau`` with all but its ``k = max(1, round(density · n))`` largest-magnitude elements zeroed."""
-    import torch
-
-    n = tau.numel()
-    k = max(1, round(density * n))
-    if k >= n:
-        return tau
-    flat = tau.reshape(-1)
-    idx = torch.topk(flat.abs(), k, sorted=False).indices
-    out = torch.zeros_like(flat)
-    out[idx] = flat[idx]
-    return out.reshape(tau.shape)
-
-
-def dare_drop(tau: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
-    """DARE (Yu et al.): drop each element with probability ``1 − density``, rescale the rest by ``1/density``."""
-    import torch
-
-    if density >= 1:
-        return tau
-    keep = torch.rand(tau.shape, generator=generator) < density
-    return torch.where(keep, tau / density, torch.zeros((), dtype=tau.dtype))
-
-
-def elect_and_mean(taus: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """TIES (Yadav et al.) sign election and disjoint mean of (sparsified) task vectors.
-
-    The elected sign is ``sign(Σ wᵢ τᵢ)`` per element; the result is the weighted mean of the
-    ``τᵢ`` whose sign equals it (zeros never count), and 0 where none does. Weights must be positive.
-    """
-    import torch
-
-    elected = torch.zeros_like(taus[0])
-    for t, w in zip(taus, weights, strict=True):
-        elected.add_(t, alpha=w)
-    elected.sign_()
-    num = torch.zeros_like(elected)
-    den = torch.zeros_like(elected)
-    for t, w in zip(taus, weights, strict=True):
-        agree = (t * elected) > 0  # same sign as elected, and neither is zero
-        num.add_(torch.where(agree, t, 0.0), alpha=w)
-        den.add_(torch.where(agree, w, 0.0))
-    return num.div_(den.masked_fill_(den == 0, 1.0))
-
-
-def ties(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], density: float = DEFAULT_DENSITY, lam: float = 1.0) -> torch.Tensor:
-    """TIES-Merging: trim each task vector to its top-k, elect signs, disjoint mean; ``base + λ·merged``."""
-    taus = [trim_top_k(m - base, density) for m in models]
-    return base + lam * elect_and_mean(taus, weights)
-
-
-def dare_linear(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], density: float, lam: float, generator: torch.Generator) -> torch.Tensor:
-    """``base + λ Σ wᵢ dare(τᵢ)``; masks are drawn from ``generator`` in model order."""
-    import torch
-
-    delta = torch.zeros_like(base)
-    for m, w in zip(models, weights, strict=True):
-        delta.add_(dare_drop(m - base, density, generator), alpha=w)
-    return base + lam * delta
-
-
-def dare_ties(base: torch.Tensor, models: Sequence[torch.Tensor], weights: Sequence[float], density: float, lam: float, generator: torch.Generator) -> torch.Tensor:
-    """DARE on each task vector, then TIES sign election and disjoint mean; ``base + λ·merged``."""
-    taus = [dare_drop(m - base, density, generator) for m in models]
-    return base + lam * elect_and_mean(taus, weights)
-
-
-def tensor_generator(seed: int, name: str) -> torch.Generator:
-    """A generator seeded from ``(seed, tensor name)``: the same on every machine and in any tensor order."""
-    import torch
-
-    return torch.Generator().manual_seed(int(hash_bytes(f"{seed}\0{name}".encode())[:16], 16) & (2**63 - 1))
-
-
-# -- recipes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to merge: a strategy and its parameters, as given (None = the default)."""
-
-    strategy: str = DEFAULT_STRATEGY
-    weights: tuple[float, ...] = ()
-    density: float | None = None
-    lam: float | None = None
-    seed: int | None = None
-
-    @property
-    def needs_base(self) -> bool:
-        return self.strategy in TASK_VECTOR_STRATEGIES
-
-    def checked(self) -> Recipe:
-        """This recipe validated, strategy name normalised and DARE's seed drawn when not given."""
-        s = self.strategy.strip().lower().replace("_", "-")
-        if s not in STRATEGIES:
-            raise InvalidArgument(f"unknown merge strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        w = tuple(float(x) for x in self.weights)
-        if len(w) > 2 or not all(math.isfinite(x) for x in w):
-            raise InvalidArgument("--weight takes one value (the share of REF) or two (HEAD's and REF's), all finite")
-        dare = s.startswith("dare")
-        if self.density is not None and s not in ("ties", "dare-ties", "dare-linear"):
-            raise InvalidArgument(f"--density has no effect with the {s} strategy")
-        if self.density is not None and not 0 < self.density <= 1:
-            raise InvalidArgument(f"--density must be in (0, 1], not {self.density}")
-        if self.lam is not None and (s not in TASK_VECTOR_STRATEGIES or not math.isfinite(self.lam)):
-            raise InvalidArgument(f"--lambda applies to {', '.join(TASK_VECTOR_STRATEGIES)} and must be finite")
-        if self.seed is not None and not dare:
-            raise InvalidArgument(f"--seed has no effect with the {s} strategy (only dare-ties and dare-linear are random)")
-        out = replace(self, strategy=s, weights=w, seed=(self.seed if self.seed is not None else secrets.randbits(63)) if dare else None)
-        ws = out.resolved_weights()
-        if s == "linear" and sum(ws) == 0:
-            raise InvalidArgument("linear weights must not sum to zero")
-        if s == "slerp" and not 0 <= ws[1] / sum(ws) <= 1:
-            raise InvalidArgument("slerp's factor t (--weight) must be in [0, 1]")
-        if s in ("ties", "dare-ties") and min(ws) <= 0:
-            raise InvalidArgument(f"{s} weights must be positive")
-        return out
-
-    def resolved_weights(self) -> tuple[float, float]:
-        """(HEAD's weight, REF's weight): one value w means (1 − w, w)."""
-        if len(self.weights) == 2:
-            return self.weights[0], self.weights[1]
-        if len(self.weights) == 1:
-            return 1.0 - self.weights[0], self.weights[0]
-        return (0.5, 0.5) if self.strategy in ("linear", "slerp") else (1.0, 1.0)
-
-    def to_lineage(self) -> dict[str, Any]:
-        s = self.strategy
-        d: dict[str, Any] = {"strategy": s, "weights": list(self.resolved_weights())}
-        d["density"] = (self.density if self.density is not None else DEFAULT_DENSITY) if s in ("ties", "dare-ties", "dare-linear") else None
-        d["lambda"] = (self.lam if self.lam is not None else 1.0) if s in TASK_VECTOR_STRATEGIES else None
-        d["seed"] = self.seed
-        if s == "slerp":
-            w = self.resolved_weights()
-            d["t"] = w[1] / sum(w)
-        return d
-
-
-def merge_tensors(recipe: Recipe, name: str, ours: torch.Tensor, theirs: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
-    """Merge one fp32 tensor pair by a ``checked()`` recipe (``base`` is the merge-base's tensor)."""
-    r = recipe.to_lineage()
-    s, w, lam, density = r["strategy"], r["weights"], r["lambda"], r["density"]
-    if s == "linear":
-        return linear([ours, theirs], w)
-    if s == "slerp":
-        return slerp(ours, theirs, r["t"])
-    assert base is not None, f"{s} needs the merge-base's tensor"
-    if s == "task-arithmetic":
-        return task_arithmetic(base, [ours, theirs], w, lam)
-    if s == "ties":
-        return ties(base, [ours, theirs], w, density, lam)
-    gen = tensor_generator(recipe.seed, name)
-    if s == "dare-linear":
-        return dare_linear(base, [ours, theirs], w, density, lam, gen)
-    return dare_ties(base, [ours, theirs], w, density, lam, gen)
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -269,6 +59,10 @@ class MergeResult:
 
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
                    "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model"}
+# tokenizer file keys that change how a tokenizer is loaded or used, not which tokens it has
+TOKENIZER_SETTINGS = {"is_local", "local_files_only", "name_or_path", "_name_or_path", "model_max_length", "padding_side", "truncation_side",
+                      "clean_up_tokenization_spaces", "chat_template", "model_input_names", "processor_class", "auto_map", "use_fast",
+                      "trust_remote_code", "_commit_hash", "transformers_version", "truncation", "padding"}
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".npz")
 # config keys that decide tensor shapes or how they are read: a difference is a conflict
 STRUCTURAL_KEYS = {"architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -281,15 +75,15 @@ def _is_safetensors(path: str) -> bool:
     return path.endswith(".safetensors")
 
 
-def _file_bytes(repo: Repo, entry: TreeEntry) -> bytes:
+def _file_bytes(repo: Repo, entry: TreeEntry, path: str) -> bytes:
     if entry.size > MAX_PARSED:
-        raise MergeConflict(f"a {entry.size}-byte file is too large to compare")
+        raise MergeConflict(f"{path} ({entry.size} bytes) is too large to compare")
     return b"".join(repo.objects.get(p.id) for p in entry_parts(repo.objects, entry))
 
 
 def _json(repo: Repo, entry: TreeEntry, path: str) -> Any:
     try:
-        return json.loads(_file_bytes(repo, entry))
+        return json.loads(_file_bytes(repo, entry, path))
     except (UnicodeDecodeError, ValueError):
         raise MergeConflict(f"{path} is not valid JSON, so it cannot be compared") from None
 
@@ -351,33 +145,45 @@ def _token_ids(path: str, obj: Any, raw: bytes) -> dict[str, int] | None:
     return out
 
 
-def _tokenizer_conflict(repo: Repo, path: str, a: TreeEntry | None, b: TreeEntry | None) -> str | None:
+def _tokenizer_conflict(repo: Repo, path: str, a: TreeEntry | None, b: TreeEntry | None) -> tuple[str | None, str | None]:
+    """(why the tokenizers differ, or None; the settings that differ without changing tokens, or None)."""
     if a is None or b is None:
-        return f"{path} exists only in {'theirs' if a is None else 'ours'}"
-    raw_a, raw_b = _file_bytes(repo, a), _file_bytes(repo, b)
+        return f"{path} exists only in {'theirs' if a is None else 'ours'}", None
+    raw_a, raw_b = _file_bytes(repo, a, path), _file_bytes(repo, b, path)
     obj_a = obj_b = None
     if path.endswith(".json"):
         try:
             obj_a, obj_b = json.loads(raw_a), json.loads(raw_b)
         except (UnicodeDecodeError, ValueError):
-            return f"{path} differs"
+            return f"{path} differs", None
         if obj_a == obj_b:
-            return None  # same content, different formatting
+            return None, None  # same content, different formatting
     ids_a, ids_b = _token_ids(path, obj_a, raw_a), _token_ids(path, obj_b, raw_b)
     if ids_a is not None and ids_b is not None and ids_a != ids_b:
+
+        def by_id(tok: str) -> tuple[int, str]:
+            ids = [i for i in (ids_a.get(tok), ids_b.get(tok)) if isinstance(i, int)]
+            return (min(ids) if ids else -1, tok)
+
         diffs = []
-        for tok in sorted(set(ids_a) | set(ids_b), key=lambda x: (min(i for i in (ids_a.get(x), ids_b.get(x)) if isinstance(i, int)) if any(isinstance(i, int) for i in (ids_a.get(x), ids_b.get(x))) else -1, x)):
+        for tok in sorted(set(ids_a) | set(ids_b), key=by_id):
             ia, ib = ids_a.get(tok), ids_b.get(tok)
-            if ia == ib:
-                continue
-            diffs.append(f"{tok!r} only in theirs (id {ib})" if tok not in ids_a else f"{tok!r} only in ours (id {ia})" if tok not in ids_b else f"{tok!r} is id {ia} in ours but {ib} in theirs")
-        return f"{path}: {len(diffs)} token(s) differ: {_some(diffs, 4)}"
+            if tok not in ids_a:
+                diffs.append(f"{tok!r} only in theirs (id {ib})")
+            elif tok not in ids_b:
+                diffs.append(f"{tok!r} only in ours (id {ia})")
+            elif ia != ib:
+                diffs.append(f"{tok!r} is id {ia} in ours but {ib} in theirs")
+        return f"{path}: {len(diffs)} token(s) differ: {_some(diffs, 4)}", None
     if isinstance(obj_a, dict) and isinstance(obj_b, dict):
         keys = sorted(k for k in set(obj_a) | set(obj_b) if obj_a.get(k) != obj_b.get(k))
+        if all(k in TOKENIZER_SETTINGS for k in keys):
+            return None, f"differs in {_some(keys)} (settings, not tokens)"
         if keys == ["model"] and isinstance(obj_a.get("model"), dict) and isinstance(obj_b.get("model"), dict):
             keys = [f"model.{k}" for k in sorted(set(obj_a["model"]) | set(obj_b["model"])) if obj_a["model"].get(k) != obj_b["model"].get(k)]
-        return f"{path} differs in {_some(keys)}"
-    return f"{path} differs"
+        shown = [f"{k} {json.dumps(obj_a.get(k))[:40]} vs {json.dumps(obj_b.get(k))[:40]}" if k in obj_a or k in obj_b else k for k in keys]
+        return f"{path} differs in {_some(shown, 3)}", None
+    return f"{path} differs", None
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> tuple[list[str], list[str]]:
@@ -414,9 +220,11 @@ def _check_files(repo: Repo, ours: Tree, theirs: Tree) -> tuple[list[str], list[
             continue
         name = path.rsplit("/", 1)[-1]
         if name in TOKENIZER_FILES:
-            problem = _tokenizer_conflict(repo, path, a, b)
+            problem, settings = _tokenizer_conflict(repo, path, a, b)
             if problem:
                 conflicts.append(f"tokenizers differ: {problem}")
+            elif settings:
+                kept.append({"path": path, "reason": settings})
         elif name == "config.json":
             if a is None or b is None:
                 conflicts.append(f"{path} exists only in {'theirs' if a is None else 'ours'}")
@@ -426,11 +234,11 @@ def _check_files(repo: Repo, ours: Tree, theirs: Tree) -> tuple[list[str], list[
             if structural:
                 conflicts.append(f"{path}: {_some(structural)}")
             elif other:
-                kept.append({"path": path, "reason": f"differs in {_some(other)}; kept ours"})
+                kept.append({"path": path, "reason": f"differs in {_some(other)}"})
         elif path.endswith(WEIGHT_SUFFIXES) and a is not None and b is not None:
             conflicts.append(f"{path} differs and only safetensors weights can be merged")
         else:
-            reason = "differs; kept ours" if a is not None and b is not None else "only in ours" if b is None else "only in theirs; not taken"
+            reason = "differs" if a is not None and b is not None else "only in ours" if b is None else "only in theirs, not taken"
             kept.append({"path": path, "reason": reason})
     return conflicts, kept
 
@@ -539,11 +347,10 @@ def merge(repo: Repo, rev: str, recipe: Recipe | None = None, *, message: str | 
         return MergeResult("up-to-date", head, head, theirs, branch)
     _require_clean(repo, head, force)
     if head is None or graph.is_ancestor(head, theirs):
-        who = author or None
         if ref is None:
-            repo.refs.set_head(theirs, message=f"merge {rev}: fast-forward", who=who)
+            repo.refs.set_head(theirs, message=f"merge {rev}: fast-forward", who=author, expected=head)
         else:
-            repo.refs.compare_and_swap(ref, head, theirs, message=f"merge {rev}: fast-forward", who=who)
+            repo.refs.compare_and_swap(ref, head, theirs, message=f"merge {rev}: fast-forward", who=author)
         repo.index().sync_refs()
         wt = _sync_worktree(repo, head, theirs, force=force, progress=progress)
         return MergeResult("fast-forward", theirs, head, theirs, branch, worktree=str(wt) if wt else None)
@@ -567,8 +374,8 @@ def merge(repo: Repo, rev: str, recipe: Recipe | None = None, *, message: str | 
 
     def source(t: TensorEntry) -> TensorEntry | None:
         th, b = theirs_t[t.name], base_t.get(t.name)
-        if t.id == th.id and (b is None or b.id == t.id or not recipe.needs_base):
-            return t
+        if t.id == th.id and (not recipe.needs_base or b is None or b.id == t.id or b.shape != t.shape or b.dtype not in FLOAT_DTYPES):
+            return t  # both sides agree, and there is no usable base change to add twice
         if t.dtype not in FLOAT_DTYPES:
             return t  # integer tensors are identical on both sides (checked)
         if recipe.strategy == "task-arithmetic" and b is not None:
@@ -608,7 +415,7 @@ def _tensor_conflicts(ours: dict[str, TensorEntry], theirs: dict[str, TensorEntr
             out.append(f"tensor {name} ({o.dtype}) differs and only floating-point tensors can be merged")
         elif o.dtype in FLOAT_DTYPES and o.id != t.id and o.dtype not in ("F64", "F32", "F16", "BF16"):
             out.append(f"tensor {name} ({o.dtype}) differs and {o.dtype} tensors cannot be merged")
-        elif base is not None and o.dtype in FLOAT_DTYPES and not (o.id == t.id == getattr(base.get(name), "id", None)):
+        elif base is not None and o.id != t.id:  # a tensor both sides agree on needs no base
             b = base.get(name)
             if b is None:
                 out.append(f"tensor {name} is missing in the merge-base")
@@ -751,8 +558,3 @@ def merge_adapter(repo: Repo, rev: str, *, message: str | None = None, force: bo
     cid, wt = _finish(repo, ref, head, adapter, tree_id, message, lineage, author=author, run_hooks=run_hooks, force=force, progress=progress)
     return MergeResult("merge", cid, head, adapter, _short(ref), None, lineage, changed, unchanged, [], str(wt) if wt else None)
 
-
-__all__ = [
-    "DEFAULT_STRATEGY", "STRATEGIES", "MergeResult", "Recipe", "dare_drop", "dare_linear", "dare_ties", "elect_and_mean", "linear",
-    "merge", "merge_adapter", "merge_tensors", "slerp", "task_arithmetic", "tensor_generator", "ties", "trim_top_k",
-]

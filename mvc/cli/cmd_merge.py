@@ -9,7 +9,8 @@ import typer
 from mvc.cli import app
 from mvc.cli._output import author_from_env, emit_json, info, open_repo, out, progress_bar
 from mvc.errors import InvalidArgument
-from mvc.merge import DEFAULT_STRATEGY, STRATEGIES, Recipe, merge, merge_adapter
+from mvc.merge import merge, merge_adapter
+from mvc.merge_strategies import DEFAULT_STRATEGY, STRATEGIES, Recipe
 
 
 @app.command("merge")
@@ -40,6 +41,8 @@ def merge_cmd(
         else:
             recipe = Recipe(strategy, tuple(weight or ()), density, lam, seed)
             result = merge(repo, ref, recipe, message=message, force=force, run_hooks=not no_verify, author=author_from_env(repo), progress=advance)
+    for warning in repo.warnings:
+        info(f"warning: {warning}")
     if as_json:
         emit_json(result.to_json())
         return
@@ -51,7 +54,8 @@ def merge_cmd(
         out(f"Fast-forward {where}: {result.previous[:12] if result.previous else '(none)'} -> {result.commit[:12]}")
     else:
         recipe = result.lineage["merge"]
-        out(f"[{where} {result.commit[:12]}] merged {ref} ({recipe['strategy']})")
+        what = f"adapter {ref}" if recipe["strategy"] == "lora" else f"{ref} ({recipe['strategy']})"
+        out(f"[{where} {result.commit[:12]}] merged {what}")
         base = recipe.get("merge_base")
         out(f" {result.tensors_changed} tensor(s) changed, {result.tensors_kept} kept as in HEAD" + (f"; merge-base {base[:12]}" if base else ""))
         if recipe.get("seed") is not None:
