@@ -57,6 +57,7 @@ CREATE OR REPLACE VIEW tensor_sharing AS
            count(DISTINCT commit_id) AS commits, list(DISTINCT commit_id ORDER BY commit_id) AS commit_ids
     FROM tensors GROUP BY tensor_id;
 """
+PENDING = "pending:"  # meta key prefix marking a commit indexed before its ref moved (see add_commit)
 TABLES = ("commits", "parents", "refs", "files", "tensors", "blobs", "runs")
 
 
@@ -100,7 +101,8 @@ class Index:
         """
         if self.path.exists():
             with self.connect(read_only=True) as con:
-                if _schema_current(con) and dict(con.execute("SELECT name, commit_id FROM refs").fetchall()) == self._current_refs():
+                if (_schema_current(con) and not _pending(con)
+                        and dict(con.execute("SELECT name, commit_id FROM refs").fetchall()) == self._current_refs()):
                     yield con
                     return
         self.sync_refs()
@@ -109,8 +111,14 @@ class Index:
 
     # -- writing -------------------------------------------------------------------------
     def add_commit(self, cid: str) -> None:
-        """Index ``cid`` (its ancestors must be indexed or indexable)."""
+        """Index ``cid`` (its ancestors must be indexed or indexable).
+
+        The commit is marked pending until a ref (or reflog entry) reaches it: if the process
+        dies before its ref moves, the next open finds the mark and drops the rows, so the
+        index never answers for a commit that ``reindex`` would not rebuild.
+        """
         with self.connect() as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, '')", [PENDING + cid])
             self._index_missing(con, [cid])
 
     def forget_commit(self, cid: str) -> None:
@@ -118,13 +126,11 @@ class Index:
         try:
             with self.connect() as con:
                 con.execute("BEGIN")
-                for table in ("commits",):
-                    con.execute(f"DELETE FROM {table} WHERE id = ?", [cid])
-                for table in ("parents", "files", "tensors", "blobs"):
-                    con.execute(f"DELETE FROM {table} WHERE commit_id = ?", [cid])
+                # kept when a reflog entry names it (the ref move was cut short after logging): reindex keeps it too
+                self._settle(con, [cid], [t for t in roots(self.repo.refs) if self.repo.objects.has(t)])
                 con.execute("COMMIT")
         except MvcError:
-            pass  # the catch-up on next open cannot resurrect it; reindex drops it
+            pass  # the pending mark stays, and the next open settles it
 
     def sync_refs(self) -> None:
         """Catch the index up with the refs on disk."""
@@ -202,15 +208,39 @@ class Index:
     def _sync(self, con: duckdb.DuckDBPyConnection, force: bool = False) -> None:
         disk = self._current_refs()
         indexed = dict(con.execute("SELECT name, commit_id FROM refs").fetchall())
-        if disk == indexed and not force:
+        pending = _pending(con)
+        if disk == indexed and not pending and not force:
             return
-        tips = roots(self.repo.refs) | set(disk.values())
-        self._index_missing(con, [t for t in tips if self.repo.objects.has(t)])
+        tips = [t for t in roots(self.repo.refs) | set(disk.values()) if self.repo.objects.has(t)]
+        self._index_missing(con, tips)
         con.execute("BEGIN")
         con.execute("DELETE FROM refs")
         if disk:
             con.executemany("INSERT INTO refs VALUES (?, ?)", list(disk.items()))
+        if pending:
+            self._settle(con, pending, tips)
         con.execute("COMMIT")
+
+    def _settle(self, con: duckdb.DuckDBPyConnection, pending: list[str], tips: list[str]) -> None:
+        """Unmark pending commits that a ref or reflog entry now reaches; drop the rows of the rest.
+
+        A dropped commit whose writer is still running comes back when its ref moves (the
+        writer catches the index up then), so this is safe while commits are in flight.
+        """
+        reached = {r[0] for r in con.execute(
+            """
+            WITH RECURSIVE r(id) AS (
+                SELECT unnest(?::VARCHAR[]) UNION SELECT p.parent_id FROM parents p JOIN r ON p.commit_id = r.id)
+            SELECT id FROM r
+            """,
+            [tips],
+        ).fetchall()}
+        for cid in pending:
+            if cid not in reached:
+                con.execute("DELETE FROM commits WHERE id = ?", [cid])
+                for table in ("parents", "files", "tensors", "blobs"):
+                    con.execute(f"DELETE FROM {table} WHERE commit_id = ?", [cid])
+            con.execute("DELETE FROM meta WHERE key = ?", [PENDING + cid])
 
     def _index_missing(self, con: duckdb.DuckDBPyConnection, tips: list[str]) -> None:
         known = {r[0] for r in con.execute("SELECT id FROM commits").fetchall()}
@@ -340,6 +370,15 @@ def _run_records(repo: Repo) -> list:
     from mvc.runs import list_records
 
     return list_records(repo)
+
+
+def _pending(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Commits indexed by ``add_commit`` whose ref has not been seen to move yet."""
+    try:
+        rows = con.execute("SELECT key FROM meta WHERE starts_with(key, ?)", [PENDING]).fetchall()
+    except duckdb.CatalogException:
+        return []
+    return [r[0][len(PENDING) :] for r in rows]
 
 
 def _schema_current(con: duckdb.DuckDBPyConnection) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hooks.scripts import run_hook
-from mvc.errors import AlreadyExists, HookRejected, InvalidArgument, NothingToCommit, NoWorktree, RefMoved, UnknownRevision
+from mvc.errors import AlreadyExists, HookRejected, InvalidArgument, NothingToCommit, NoWorktree, RefMoved, RepositoryBusy, UnknownRevision
 from store import FORMAT_VERSION
 from store.errors import NotARepository, UnsupportedFormat
 from store.ids import hash_bytes
@@ -270,7 +270,12 @@ class Repo:
         except BaseException:
             index.forget_commit(cid)
             raise
-        index.sync_refs()
+        try:
+            index.sync_refs()
+        except RepositoryBusy:
+            # the ref has moved: the commit has happened, and failing now (a retryable error!)
+            # would invite recording it twice; the index catches up on its next open
+            self.warnings.append(f"the index is busy; it will catch up with {cid[:12]} on the next command")
         if record_worktree and directory is not None and self.worktree is None:
             self.set_worktree(directory)
         if run_hooks:

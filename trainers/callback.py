@@ -131,6 +131,7 @@ class MvcCallback(metaclass=_Lazy):
       delete_after_commit: delete the checkpoint's model files once committed (they are in the store).
       metrics: a callable returning extra metrics for a commit (telemetry).
       on_commit: called as ``on_commit(step=..., commit=..., kind=...)`` after each commit.
+      message: a prefix for commit messages (e.g. "exp-3: ").
       author: commit author (default: the user).
     """
 
@@ -239,9 +240,8 @@ def _build_class() -> type:
                 self.before_commit(step=state.global_step)
             if self.state_dir is not None:
                 move_resume_state(checkpoint, self.state_dir / checkpoint.name)
-            msg = self.message or "checkpoint"
             cid = self.commit_directory(checkpoint, kind="checkpoint", step=state.global_step, metrics=self._metrics(state),
-                                        message=f"{msg} at step {state.global_step}")
+                                        message=f"{self.message or ''}checkpoint at step {state.global_step}")
             if self.state_dir is not None:
                 prune_resume_state(self.state_dir, self.keep_optimizer)
             if self.delete_after_commit:
@@ -259,9 +259,8 @@ def _build_class() -> type:
                 model.save_pretrained(out)
                 if processing_class is not None:
                     processing_class.save_pretrained(out)
-                msg = self.message or "train"
                 cid = self.commit_directory(out, kind="train", step=state.global_step, metrics=self._metrics(state),
-                                            message=f"{msg}: final model at step {state.global_step}")
+                                            message=f"{self.message or ''}final model at step {state.global_step}")
             if self.on_commit is not None:
                 self.on_commit(step=state.global_step, commit=cid, kind="train")
 

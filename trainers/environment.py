@@ -14,6 +14,7 @@ from typing import Any
 
 from mvc.errors import MissingDependency, UnsupportedHardware
 
+TRAIN_EXTRA_HINT = "install the training extra: pip install 'mvc[train]' (with torch installed first)"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 
 
@@ -38,7 +39,7 @@ def require(*modules: str) -> None:
 
     for m in modules:
         if importlib.util.find_spec(m) is None:
-            raise MissingDependency(f"training needs the Python package {m!r}, which is not installed")
+            raise MissingDependency(f"training needs the Python package {m!r}, which is not installed", hint=TRAIN_EXTRA_HINT)
 
 
 def version(dist: str) -> str | None:

@@ -46,6 +46,9 @@ class DataSpec(_Section):
     text_field: str = Field("text", min_length=1, description="Column holding the text of language-modelling rows.")
     max_length: int = Field(128, gt=0, le=1_048_576, description="Sequence length (block size for pretraining).")
     packing: bool = Field(False, description="SFT: pack several examples into each sequence.")
+    completion_only: bool | None = Field(
+        None, description="SFT: loss on the completion / assistant turns only (default: yes for prompt/completion and messages data)."
+    )
 
 
 class TokenizerSpec(_Section):

@@ -128,6 +128,7 @@ def make_progress(stream: TextIO, telemetry, *, label: str = "", interval: float
             self.tty = bool(getattr(stream, "isatty", lambda: False)())
             self.interval = interval if interval is not None else (0.1 if self.tty else 5.0)
             self.last = 0.0
+            self.last_step = -1
             self.drawn = False
 
         def line(self) -> str:
@@ -154,7 +155,10 @@ def make_progress(stream: TextIO, telemetry, *, label: str = "", interval: float
             now = time.monotonic()
             if not force and now - self.last < self.interval:
                 return
+            if force and not self.tty and self.last_step == telemetry.step:
+                return  # this step's line is already there
             self.last = now
+            self.last_step = telemetry.step
             if self.tty:
                 stream.write("\r\x1b[2K" + self.line())
                 self.drawn = True
@@ -173,9 +177,12 @@ def make_progress(stream: TextIO, telemetry, *, label: str = "", interval: float
                 stream.flush()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.draw()
+            if state.is_world_process_zero:
+                self.draw()
 
         def on_train_end(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
             self.draw(force=True)
             if self.tty:
                 stream.write("\n")
