@@ -325,7 +325,7 @@ def test_damaged_object_is_caught_everywhere(committed, kind, damage, tmp_path):
 
     with pytest.raises(ObjectCorrupt):
         repo.objects.get(oid)
-    assert repo.objects.get(oid, verify=False) != b"" or damage == "truncate"
+    assert repo.objects.get(oid, verify=False) == repo.objects.path(oid).read_bytes()  # only verify=False trusts the disk
 
     report = fsck(repo.objects, repo.refs)
     assert not report.ok
@@ -337,14 +337,9 @@ def test_damaged_object_is_caught_everywhere(committed, kind, damage, tmp_path):
     assert_no_wrong_file(out, model)
 
 
-@pytest.mark.parametrize(
-    "kind,damage", [("tensor", "flip"), ("tensor", "truncate"), ("small_file", "flip"), ("manifest", "truncate"), ("commit", "flip")]
-)
+@pytest.mark.parametrize("kind,damage", [("tensor", "flip"), ("small_file", "truncate"), ("manifest", "flip")])
 def test_damage_via_cli_fsck_and_checkout(committed, kind, damage, tmp_path, mvc):
     repo, model, cid, ids = committed
-    ok = mvc("fsck", cwd=repo.root)
-    assert ok.returncode == 0, ok.stderr
-
     oid = ids[kind]
     DAMAGE[damage](repo.objects.path(oid))
 
@@ -371,6 +366,12 @@ def test_corrupt_part_never_becomes_a_visible_file(committed, tmp_path):
     assert [p.name for p in out.iterdir() if "mvc-tmp" in p.name] == []
     # files rebuilt before the failure are complete
     assert_no_wrong_file(out, model)
+
+
+def test_cli_fsck_of_a_clean_repository_succeeds(committed, mvc):
+    repo, *_ = committed
+    proc = mvc("fsck", "--full", cwd=repo.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_fsck_full_finds_damaged_unreachable_object(committed):

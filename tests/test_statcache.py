@@ -152,8 +152,15 @@ def test_racily_clean_file_is_not_trusted(repo, tmp_path, monkeypatch):
     model.mkdir()
     (model / "old.bin").write_bytes(b"old" * 100)
     age(model)
-    (model / "fresh.bin").write_bytes(b"fresh" * 100)  # mtime = now: within the racy window
+    (model / "fresh.bin").write_bytes(b"fresh" * 100)
+    fresh_mtime = os.stat(model / "fresh.bin").st_mtime_ns
+    if fresh_mtime % 1_000_000_000 == 0:  # keep to the fine-grained window
+        os.utime(model / "fresh.bin", ns=(fresh_mtime + 1000, fresh_mtime + 1000))
+        fresh_mtime += 1000
+    # the commit reads the files 10 ms after fresh.bin was written: a write in the same tick could go unseen
+    monkeypatch.setattr(snapshot_mod, "now_ns", lambda: fresh_mtime + 10_000_000)
     repo.commit(model, "one")
+    monkeypatch.undo()
     cache = StatCache(repo.dir / "statcache.json")
     root = model.resolve()
     assert cache.lookup(root, "old.bin", os.stat(model / "old.bin")) is not None
@@ -163,21 +170,44 @@ def test_racily_clean_file_is_not_trusted(repo, tmp_path, monkeypatch):
     assert status(repo, model).clean
     assert counter.read == ["fresh.bin"]  # re-read because it could have changed in the same tick
 
-    # a same-size write in the racy window, after the commit read it: must be seen
+    # a same-size write after the commit read it: must be seen
     (model / "fresh.bin").write_bytes(b"FRESH" * 100)
     st = status(repo, model)
     assert [(f.path, f.change) for f in st.files] == [("fresh.bin", "modified")]
 
 
-def test_whole_second_mtimes_get_a_wider_racy_window(repo, tmp_path, monkeypatch):
+def test_file_read_well_after_its_mtime_is_trusted(repo, tmp_path, monkeypatch):
     model = tmp_path / "m"
     model.mkdir()
-    now = int(time.time())
-    (model / "coarse_recent.bin").write_bytes(b"a" * 50)
-    (model / "coarse_old.bin").write_bytes(b"b" * 50)
-    os.utime(model / "coarse_recent.bin", (now - 1, now - 1))  # a whole second, 1 s ago
-    os.utime(model / "coarse_old.bin", (now - 60, now - 60))
+    (model / "a.bin").write_bytes(b"a" * 100)
+    mtime = os.stat(model / "a.bin").st_mtime_ns
+    if mtime % 1_000_000_000 == 0:
+        os.utime(model / "a.bin", ns=(mtime + 1000, mtime + 1000))
+        mtime += 1000
+    monkeypatch.setattr(snapshot_mod, "now_ns", lambda: mtime + 200_000_000)  # read 200 ms after the write
     repo.commit(model, "one")
+    monkeypatch.undo()
+    forbid_reading(monkeypatch)
+    assert status(repo, model).clean
+
+
+def test_whole_second_mtimes_get_a_wider_racy_window(repo, tmp_path, monkeypatch):
+    """A filesystem with whole-second mtimes could hide a write up to a second later."""
+    model = tmp_path / "m"
+    model.mkdir()
+    read_at = (int(time.time()) - 100) * 1_000_000_000 + 500_000_000
+    stamps = {
+        "coarse_recent.bin": read_at - 1_500_000_000,  # a whole second, 1.5 s before the read: not trusted
+        "fine_recent.bin": read_at - 1_500_000_000 + 123_456,  # the same moment with sub-second precision: trusted
+        "coarse_old.bin": read_at - 60_500_000_000,  # a whole second, a minute before: trusted
+    }
+    for name, ns in stamps.items():
+        (model / name).write_bytes(name.encode())
+        os.utime(model / name, ns=(ns, ns))
+    assert stamps["coarse_recent.bin"] % 1_000_000_000 == 0
+    monkeypatch.setattr(snapshot_mod, "now_ns", lambda: read_at)
+    repo.commit(model, "one")
+    monkeypatch.undo()
     counter = ReadCounter(monkeypatch)
     assert status(repo, model).clean
     assert counter.read == ["coarse_recent.bin"]
