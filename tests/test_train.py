@@ -289,6 +289,7 @@ def test_only_rank_zero_commits(trepo, tmp_path):
     assert dict(trepo.refs.list()) == before
     cb = MvcCallback(trepo, "runs/ranked", add_environment=False, lineage={"note": "rank0"})
     cb.on_save(args, TrainerState(global_step=5, is_world_process_zero=True), TrainerControl())
+    cb.flush()  # checkpoints are committed in the background; flush waits for them
     (cid,) = cb.commits
     commit = trepo.read_commit(cid)
     assert commit.kind == "checkpoint" and commit.lineage["step"] == 5
@@ -579,3 +580,34 @@ def test_missing_data_file_is_an_invalid_spec_before_anything_is_recorded(trepo,
     with pytest.raises(InvalidSpec, match="data.train"):
         train(trepo, _spec(method="sft", name="nodata", base="runs/pre", data=tmp_path / "missing.jsonl"))
     assert runs.read(trepo, "nodata") is None
+
+
+def test_background_commit_survives_checkpoint_deletion_and_reports_failures(trepo, tmp_path):
+    """The Trainer may delete a checkpoint right after saving it: the staged hard links are committed
+    anyway; a failing background commit is re-raised by flush()."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from trainers.callback import MvcCallback
+
+    out = tmp_path / "out"
+    ckpt = out / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text('{"step": 3}')
+    args = TrainingArguments(output_dir=str(out), report_to="none", use_cpu=True)
+    cb = MvcCallback(trepo, "runs/bg", add_environment=False)
+    cb.on_save(args, TrainerState(global_step=3, is_world_process_zero=True), TrainerControl())
+    shutil.rmtree(ckpt)  # rotated away at once
+    cb.flush()
+    (cid,) = cb.commits
+    tree = trepo.read_tree(trepo.read_commit(cid).tree)
+    assert trepo.objects.get(tree.entries["config.json"].id) == b'{"step": 3}'
+    # a failure in the background thread surfaces at the next flush
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    (trepo.dir / "hooks" / "pre-commit").write_text("#!/bin/sh\necho no >&2\nexit 1\n")
+    (trepo.dir / "hooks" / "pre-commit").chmod(0o755)
+    cb.on_save(args, TrainerState(global_step=3, is_world_process_zero=True), TrainerControl())
+    from mvc.errors import HookRejected
+
+    with pytest.raises(HookRejected):
+        cb.flush()

@@ -133,6 +133,10 @@ class MvcCallback(metaclass=_Lazy):
       on_commit: called as ``on_commit(step=..., commit=..., kind=...)`` after each commit.
       message: a prefix for commit messages (e.g. "exp-3: ").
       author: commit author (default: the user).
+      background: commit checkpoints in a background thread so training goes on meanwhile (default).
+        The model files are hard-linked into a staging directory first, so the Trainer may rotate or
+        delete the checkpoint at once. Commits are made in order; ``flush()`` waits for them (the
+        end of ``train()`` does) and re-raises the first failure.
     """
 
 
@@ -159,6 +163,7 @@ def _build_class() -> type:
             author: str | None = None,
             message: str | None = None,
             add_environment: bool = True,
+            background: bool = True,
         ) -> None:
             self.repo = repo if isinstance(repo, Repo) else Repo.find(repo)
             self.branch = branch
@@ -176,7 +181,10 @@ def _build_class() -> type:
             self.add_environment = add_environment
             self.commits: list[str] = []
             self.last_logs: dict[str, Any] = {}
-            self.save_seconds: list[float] = []  # time each commit took (benchmarks read it)
+            self.save_seconds: list[float] = []  # time each save blocked training (benchmarks read it)
+            self.background = background
+            self._executor = None
+            self._pending: list = []
 
         # -- helpers -----------------------------------------------------------------
         def _branch(self, args) -> str:
@@ -206,21 +214,47 @@ def _build_class() -> type:
             return out
 
         def commit_directory(self, directory: Path, *, kind: str, step: int, metrics: dict[str, Any], message: str) -> str:
-            """Commit the model files of ``directory`` to the branch; return the commit id."""
-            branch = self.branch or "runs/unnamed"
-            parents = None
-            if self.repo.refs.read(f"refs/heads/{branch}") is None and self.base:
-                parents = [self.base]
-            lineage = {**self._common_lineage(), "step": step}
-            with tempfile.TemporaryDirectory(dir=self.repo.dir / "tmp", prefix=f"{kind}-") as tmp:
-                staging = Path(tmp) / "model"
-                stage_model_files(directory, staging)
+            """Commit the model files of ``directory`` to the branch now; return the commit id."""
+            self.flush()
+            return self._commit_staged(self._stage(directory, kind), kind=kind, step=step, metrics=metrics, message=message)
+
+        def _stage(self, directory: Path, kind: str) -> Path:
+            (self.repo.dir / "tmp").mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.repo.dir / "tmp", prefix=f"{kind}-"))
+            try:
+                stage_model_files(directory, tmp / "model")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return tmp
+
+        def _commit_staged(self, tmp: Path, *, kind: str, step: int, metrics: dict[str, Any], message: str) -> str:
+            try:
+                branch = self.branch or "runs/unnamed"
+                parents = None
+                if self.repo.refs.read(f"refs/heads/{branch}") is None and self.base:
+                    parents = [self.base]
+                lineage = {**self._common_lineage(), "step": step}
                 result = self.repo.commit(
-                    staging, message, kind=kind, lineage=lineage, metrics=metrics, branch=branch, parents=parents,
+                    tmp / "model", message, kind=kind, lineage=lineage, metrics=metrics, branch=branch, parents=parents,
                     author=self.author, allow_empty=True, scratch=True,
                 )
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             self.commits.append(result.id)
             return result.id
+
+        def flush(self) -> None:
+            """Wait for background commits; re-raise the first one that failed."""
+            pending, self._pending = self._pending, []
+            error = None
+            for future in pending:
+                try:
+                    future.result()
+                except BaseException as e:  # noqa: BLE001 - re-raised below, after all have finished
+                    error = error or e
+            if error is not None:
+                raise error
 
         # -- Trainer events ------------------------------------------------------------
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -240,17 +274,35 @@ def _build_class() -> type:
                 self.before_commit(step=state.global_step)
             if self.state_dir is not None:
                 move_resume_state(checkpoint, self.state_dir / checkpoint.name)
-            cid = self.commit_directory(checkpoint, kind="checkpoint", step=state.global_step, metrics=self._metrics(state),
-                                        message=f"{self.message or ''}checkpoint at step {state.global_step}")
-            if self.state_dir is not None:
-                prune_resume_state(self.state_dir, self.keep_optimizer)
-            if self.delete_after_commit:
-                shutil.rmtree(checkpoint, ignore_errors=True)
+            step, metrics = state.global_step, self._metrics(state)
+            staged = self._stage(checkpoint, "checkpoint")
+
+            def commit() -> None:
+                cid = self._commit_staged(staged, kind="checkpoint", step=step, metrics=metrics,
+                                          message=f"{self.message or ''}checkpoint at step {step}")
+                if self.state_dir is not None:
+                    prune_resume_state(self.state_dir, self.keep_optimizer)
+                if self.delete_after_commit:
+                    shutil.rmtree(checkpoint, ignore_errors=True)
+                if self.on_commit is not None:
+                    self.on_commit(step=step, commit=cid, kind="checkpoint")
+
+            if self.background:
+                if self._executor is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvc-commit")
+                failed = [f for f in self._pending if f.done() and f.exception() is not None]
+                if failed:
+                    self.flush()
+                self._pending.append(self._executor.submit(commit))
+            else:
+                commit()
             self.save_seconds.append(time.perf_counter() - started)
-            if self.on_commit is not None:
-                self.on_commit(step=state.global_step, commit=cid, kind="checkpoint")
 
         def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            if state.is_world_process_zero:
+                self.flush()
             if not self.commit_final or not state.is_world_process_zero or model is None:
                 return
             self._branch(args)

@@ -491,6 +491,8 @@ def execute(prepared: Prepared, *, stream: TextIO | None = None, notify: Callabl
         call_hook("on_run_end", run=run_info, status="completed", commit=result.final)
         return result
     except KeyboardInterrupt:
+        with contextlib.suppress(BaseException):
+            mvc_cb.flush()  # a checkpoint already handed to the background committer is kept
         result.status = "cancelled"
         update(status="cancelled", error="interrupted (second Ctrl-C)")
         with contextlib.suppress(Exception):
@@ -500,6 +502,8 @@ def execute(prepared: Prepared, *, stream: TextIO | None = None, notify: Callabl
             hint=f"continue with `mvc train --resume {name}`",
         ) from None
     except BaseException as e:
+        with contextlib.suppress(BaseException):
+            mvc_cb.flush()
         result.status = "failed"
         result.error = _describe(e)
         update(status="failed", error=result.error)
