@@ -89,6 +89,12 @@ class Index:
                 con.execute(SCHEMA)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
             yield con
+        except (RuntimeError, duckdb.InterruptException) as e:
+            # DuckDB turns Ctrl-C during a statement into RuntimeError("Query interrupted"):
+            # give it back its meaning, so the CLI exits 130 like everywhere else
+            if isinstance(e, duckdb.InterruptException) or "interrupted" in str(e).lower():
+                raise KeyboardInterrupt from None
+            raise
         finally:
             con.close()
 
@@ -306,6 +312,8 @@ class Index:
         with self.reader() as con:
             try:
                 cur = con.execute(sql, params or [])
+            except duckdb.InterruptException:
+                raise KeyboardInterrupt from None
             except duckdb.Error as e:
                 raise InvalidQuery(f"query failed: {str(e).splitlines()[0]}") from None
             if cur.description is None:

@@ -8,7 +8,9 @@ DuckDB index is kept in step and can always be rebuilt from the store (``reindex
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,10 +98,15 @@ class Repo:
         if not self.config.has_section(section):
             self.config.add_section(section)
         self.config.set(section, key, value)
-        tmp = self.dir / "config.tmp"
-        with open(tmp, "w") as f:
-            self.config.write(f)
-        os.replace(tmp, self.dir / "config")
+        fd, tmp = tempfile.mkstemp(prefix="config-", dir=self.dir / "tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                self.config.write(f)
+            os.replace(tmp, self.dir / "config")
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     @property
     def worktree(self) -> Path | None:

@@ -7,6 +7,8 @@ computed independently (safetensors headers read here, file bytes compared here)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -22,7 +24,7 @@ import typer
 import typer.main
 from typer.testing import CliRunner
 
-from mvc.cli import app
+from mvc.cli import app, main
 from mvc.errors import (
     AlreadyExists,
     DirtyWorktree,
@@ -39,18 +41,47 @@ from store.model import Commit, Tree
 ENV = {"HF_HUB_OFFLINE": "1", "MVC_AUTHOR": "Test Author <t@example.com>"}
 
 
-def run(*args: str, cwd: Path, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("MVC_REPO", "MVC_DEBUG")}
-    full.update(ENV)
-    full.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "mvc", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]):
+    saved = dict(os.environ)
+    for k in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT"):
+        os.environ.pop(k, None)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run(*args: str, cwd: Path, env: dict | None = None, check: bool = False, process: bool = False) -> subprocess.CompletedProcess:
+    """Run ``mvc ARGS`` in ``cwd``: through the console entry point in a subprocess with ``process``,
+    otherwise through the same ``mvc.cli.main`` in this process (no import cost per call)."""
+    if process:
+        full = {k: v for k, v in os.environ.items() if k not in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT")}
+        full.update(ENV)
+        full.update(env or {})
+        proc = subprocess.run([sys.executable, "-m", "mvc", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        here = os.getcwd()
+        with _environ({**ENV, **(env or {})}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            os.chdir(cwd)
+            try:
+                main(list(args))
+                rc = 0
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            finally:
+                os.chdir(here)
+        proc = subprocess.CompletedProcess(["mvc", *args], rc, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"mvc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
-def run_json(*args: str, cwd: Path, env: dict | None = None):
-    proc = run(*args, "--json", cwd=cwd, env=env, check=True)
+def run_json(*args: str, cwd: Path, env: dict | None = None, process: bool = False):
+    proc = run(*args, "--json", cwd=cwd, env=env, check=True, process=process)
     return json.loads(proc.stdout)
 
 
@@ -107,14 +138,14 @@ def history(tmp_path_factory, _tiny_base, _tiny_tweaked) -> History:
     h.tweaked_src, h.changed = _tiny_tweaked
     h.model = h.root / "model"
     shutil.copytree(h.base_src, h.model)
-    out = run("init", cwd=h.root, check=True)
+    out = run("init", cwd=h.root, check=True, process=True)
     assert (h.root / ".mvc" / "HEAD").is_file(), out
-    res = run_json("commit", "model", "-m", "base model", cwd=h.root)
+    res = run_json("commit", "model", "-m", "base model", cwd=h.root, process=True)
     h.base = res["commit"]
     assert res["branch"] == "main"
     # the tweak overwrites the files in place, like save_pretrained into the same directory
     shutil.copytree(h.tweaked_src, h.model, dirs_exist_ok=True)
-    h.status_before = run_json("status", cwd=h.root)
+    h.status_before = run_json("status", cwd=h.root, process=True)
     h.status_before_text = run("status", cwd=h.root, check=True).stdout
     # a second status: files read by the first are now in the stat cache but not in the store
     h.status_again = run_json("status", cwd=h.root)
@@ -124,7 +155,7 @@ def history(tmp_path_factory, _tiny_base, _tiny_tweaked) -> History:
 
 
 def test_init_twice_fails(history):
-    assert_clean_error(run("init", cwd=history.root), AlreadyExists)
+    assert_clean_error(run("init", cwd=history.root, process=True), AlreadyExists)
 
 
 def test_log_json(history):
@@ -229,7 +260,7 @@ def test_revisions(history):
     assert resolve(history.base[:6] + "~0") == history.base
     proc = run("show", "HEAD~2", cwd=history.root)
     assert_clean_error(proc, UnknownRevision)
-    proc = run("show", "no-such-branch", cwd=history.root)
+    proc = run("show", "no-such-branch", cwd=history.root, process=True)
     assert_clean_error(proc, UnknownRevision, contains="no-such-branch")
 
 
@@ -260,8 +291,9 @@ def test_ambiguous_prefix(repo):
     seen: dict[str, bytes] = {}
     i = 0
     while True:
-        data = Commit(tree=tree, parents=(), author="a", time="2024-01-01T00:00:00.000000Z", message=f"m{i}",
-                      kind="commit", lineage={}, metrics={}).encode()
+        data = Commit(
+            tree=tree, parents=(), author="a", time="2024-01-01T00:00:00.000000Z", message=f"m{i}", kind="commit", lineage={}, metrics={}
+        ).encode()
         oid = hash_bytes(data)
         if oid[:4] in seen:
             break
@@ -312,7 +344,7 @@ def two_branches(tiny_model, tiny_tweaked, tmp_path):
 def head_branch(root: Path) -> str | None:
     """HEAD's branch, read from .mvc/HEAD directly (None when detached)."""
     text = (root / ".mvc" / "HEAD").read_text().strip()
-    return text[len("ref: refs/heads/"):] if text.startswith("ref: ") else None
+    return text[len("ref: refs/heads/") :] if text.startswith("ref: ") else None
 
 
 def test_switch_and_checkout_update_worktree(two_branches, _tiny_base):
@@ -421,7 +453,7 @@ def test_expected_commands_registered():
 
 def test_help_exits_zero(tmp_path):
     for args in (["--help"], ["-h"], []):
-        proc = run(*args, cwd=tmp_path)
+        proc = run(*args, cwd=tmp_path, process=True)
         assert proc.returncode == 0 or (not args and proc.returncode in (0, 2)), proc.stderr
         assert "Usage" in proc.stdout + proc.stderr
     _group, commands = _commands()
@@ -430,12 +462,12 @@ def test_help_exits_zero(tmp_path):
         res = runner.invoke(app, [name, "--help"], prog_name="mvc")
         assert res.exit_code == 0, f"mvc {name} --help: {res.output}"
         assert "Usage" in res.output
-    proc = run("commit", "--help", cwd=tmp_path, check=True)
+    proc = run("commit", "--help", cwd=tmp_path, check=True, process=True)
     assert "--message" in proc.stdout
 
 
 def test_version(tmp_path):
-    proc = run("--version", cwd=tmp_path, check=True)
+    proc = run("--version", cwd=tmp_path, check=True, process=True)
     assert proc.stdout.startswith("mvc ")
 
 
@@ -477,18 +509,18 @@ def test_not_a_repository(tmp_path):
     d = tmp_path / "nowhere"
     d.mkdir()
     for args in (("log",), ("status",), ("commit", ".")):
-        assert_clean_error(run(*args, cwd=d), NotARepository)
-    proc = run("log", cwd=d)
+        assert_clean_error(run(*args, cwd=d, process=True), NotARepository)
+    proc = run("log", cwd=d, process=True)
     assert "hint: " in proc.stderr and "mvc init" in proc.stderr
 
 
 def test_traceback_only_with_debug(tmp_path):
     d = tmp_path / "nowhere"
     d.mkdir()
-    plain = run("log", cwd=d)
+    plain = run("log", cwd=d, process=True)
     assert "Traceback" not in plain.stderr
     assert len([ln for ln in plain.stderr.splitlines() if ln.strip()]) == 2  # error + hint
-    debug = run("log", cwd=d, env={"MVC_DEBUG": "1"})
+    debug = run("log", cwd=d, env={"MVC_DEBUG": "1"}, process=True)
     assert debug.returncode == NotARepository.exit_code
     assert "Traceback" in debug.stderr
     assert "error: " in debug.stderr
@@ -533,7 +565,7 @@ def test_pre_commit_hook_rejects(two_branches):
     root, model, base, tw, *_ = two_branches
     write_hook(root, "pre-commit", 'echo "weights look wrong: NaN in layer 3" >&2\nexit 1\n')
     _change(model, "x")
-    proc = run("commit", "-m", "should fail", cwd=root)
+    proc = run("commit", "-m", "should fail", cwd=root, process=True)
     assert_clean_error(proc, HookRejected)
     assert "weights look wrong: NaN in layer 3" in proc.stderr
     assert run_json("log", cwd=root)[0]["id"] == tw

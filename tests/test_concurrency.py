@@ -63,8 +63,10 @@ def make_models(base: Path, dest: Path, n: int) -> list[Path]:
         d = dest / f"model{i}"
         shutil.copytree(base, d)
         rng = np.random.default_rng(1000 + i)
-        save_file({"lora_A.weight": rng.standard_normal((8, 64), dtype=np.float32),
-                   "lora_B.weight": rng.standard_normal((64, 8), dtype=np.float32)}, str(d / "adapter.safetensors"))
+        save_file(
+            {"lora_A.weight": rng.standard_normal((8, 64), dtype=np.float32), "lora_B.weight": rng.standard_normal((64, 8), dtype=np.float32)},
+            str(d / "adapter.safetensors"),
+        )
         dirs.append(d)
     return dirs
 
@@ -78,8 +80,16 @@ def race(root: Path, tmp: Path, jobs: list[list[str]], *, retry: bool) -> list[l
     for i, args in enumerate(jobs):
         res = tmp / f"{start.name}-result{i}.json"
         results.append(res)
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(start), str(res), "1" if retry else "0", *args],
-                                      cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(start), str(res), "1" if retry else "0", *args],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     deadline = time.monotonic() + 120
     while not all(Path(str(r) + ".ready").exists() for r in results):
         for p in procs:
@@ -129,8 +139,10 @@ def check_repository(root: Path, branch: str, expected_chain_len: int) -> list[s
     fsck = mvc_run("fsck", cwd=root)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     # the index answers the same as the store
-    sql = (f"WITH RECURSIVE anc(id) AS (SELECT '{tip}' UNION SELECT p.parent_id FROM parents p JOIN anc ON p.commit_id = anc.id) "
-           "SELECT count(*) AS n FROM anc JOIN commits c USING (id)")
+    sql = (
+        f"WITH RECURSIVE anc(id) AS (SELECT '{tip}' UNION SELECT p.parent_id FROM parents p JOIN anc ON p.commit_id = anc.id) "
+        "SELECT count(*) AS n FROM anc JOIN commits c USING (id)"
+    )
     q = mvc_run("query", "--json", sql, cwd=root)
     assert q.returncode == 0, q.stderr
     assert json.loads(q.stdout) == [{"n": len(chain)}]
@@ -240,3 +252,24 @@ def test_concurrent_branch_creation(racing_repo, _tiny_base, tmp_path):
     assert all(c in (AlreadyExists.exit_code, RefLocked.exit_code) for c in codes if c), codes
     assert repo.refs.read("refs/heads/same") == a
     assert sorted(p.name for p in (root / ".mvc" / "locks").iterdir()) == []
+
+
+def test_busy_index_after_the_ref_moved_is_not_a_failure(tiny_model, tmp_path, monkeypatch):
+    """Once the ref has moved the commit has happened: an index held by another process at that
+    moment must not turn it into a (retryable!) error, or a retry would record it twice."""
+    from mvc.index import Index
+
+    repo = Repo.init(tmp_path / "r")
+    base = repo.commit(tiny_model, "base").id
+    (tiny_model / "notes.txt").write_text("second\n")
+
+    def busy(self):
+        raise RepositoryBusy("repository busy: the index is held by another process (PID 1)")
+
+    monkeypatch.setattr(Index, "sync_refs", busy)
+    result = repo.commit(tiny_model, "second")
+    monkeypatch.undo()
+    assert repo.refs.read("refs/heads/main") == result.id
+    assert [c["id"] for c in repo.index().ancestry(result.id)] == [result.id, base]  # caught up on the next read
+    with repo.index().reader() as con:
+        assert con.execute("SELECT count(*) FROM commits").fetchone()[0] == 2

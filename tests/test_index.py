@@ -5,6 +5,8 @@ another process holds the file.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from mvc.cli import main
 from mvc.errors import InvalidQuery, RepositoryBusy
 from mvc.repo import Repo
 from store.materialize import load_manifest
@@ -24,10 +27,38 @@ from store.model import Commit
 from store.walk import walk
 
 
-def run(*args: str, cwd: Path, env: dict | None = None, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT")}
-    full.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "mvc", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]):
+    saved = dict(os.environ)
+    for k in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT"):
+        os.environ.pop(k, None)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run(*args: str, cwd: Path, env: dict | None = None, check: bool = False, process: bool = False) -> subprocess.CompletedProcess:
+    """``mvc ARGS`` in ``cwd``: in a subprocess with ``process``, else through ``mvc.cli.main`` in this process."""
+    if process:
+        full = {k: v for k, v in os.environ.items() if k not in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT")}
+        full.update(env or {})
+        proc = subprocess.run([sys.executable, "-m", "mvc", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        here = os.getcwd()
+        with _environ(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            os.chdir(cwd)
+            try:
+                main(list(args))
+                rc = 0
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            finally:
+                os.chdir(here)
+        proc = subprocess.CompletedProcess(["mvc", *args], rc, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"mvc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
@@ -102,7 +133,10 @@ def test_commits_and_parents(hist):
 def test_refs_table(hist):
     rows = query(hist.root, "SELECT name, commit_id FROM refs ORDER BY name")
     assert {r["name"]: r["commit_id"] for r in rows} == {
-        "HEAD": hist.b, "refs/heads/main": hist.b, "refs/heads/side": hist.c, "refs/tags/v1": hist.a,
+        "HEAD": hist.b,
+        "refs/heads/main": hist.b,
+        "refs/heads/side": hist.c,
+        "refs/tags/v1": hist.a,
     }
 
 
@@ -141,8 +175,7 @@ def test_which_commits_share_a_tensor(hist):
     base_t = header_tensors(hist.sources[hist.a] / "model.safetensors")
     changed = hist.changed[0]
     unchanged = next(n for n in sorted(base_t) if n not in hist.changed)
-    sql = ("SELECT s.commit_ids FROM tensor_sharing s JOIN tensors t USING (tensor_id) "
-           "WHERE t.commit_id = '{c}' AND t.name = '{n}'")
+    sql = "SELECT s.commit_ids FROM tensor_sharing s JOIN tensors t USING (tensor_id) WHERE t.commit_id = '{c}' AND t.name = '{n}'"
     assert query(hist.root, sql.format(c=hist.b, n=changed)) == [{"commit_ids": [hist.b]}]
     assert query(hist.root, sql.format(c=hist.a, n=unchanged)) == [{"commit_ids": sorted([hist.a, hist.b, hist.c])}]
 
@@ -168,10 +201,7 @@ def test_bytes_unique_to_each_commit(hist):
             count[o] = count.get(o, 0) + 1
     rows = query(hist.root, "SELECT commit_id, total_bytes, unique_bytes FROM commit_bytes ORDER BY commit_id")
     got = {r["commit_id"]: (r["total_bytes"], r["unique_bytes"]) for r in rows}
-    want = {
-        cid: (sum(repo.objects.size(o) for o in objs), sum(repo.objects.size(o) for o in objs if count[o] == 1))
-        for cid, objs in needs.items()
-    }
+    want = {cid: (sum(repo.objects.size(o) for o in objs), sum(repo.objects.size(o) for o in objs if count[o] == 1)) for cid, objs in needs.items()}
     assert got == want
     # sanity against the models themselves: B's unique bytes hold at least the changed tensors' data
     tw = header_tensors(hist.sources[hist.b] / "model.safetensors")
@@ -233,8 +263,16 @@ def test_ref_moved_behind_the_index_is_caught_up(fresh, hist):
     repo = Repo(fresh)
     # a commit object that exists in the store but was never indexed (as after a crash)
     parent = repo.read_commit(hist.b)
-    d = Commit(tree=repo.read_commit(hist.c).tree, parents=(hist.b,), author="hand", time="2030-01-01T00:00:00.000000Z",
-               message="D", kind="commit", lineage={}, metrics={})
+    d = Commit(
+        tree=repo.read_commit(hist.c).tree,
+        parents=(hist.b,),
+        author="hand",
+        time="2030-01-01T00:00:00.000000Z",
+        message="D",
+        kind="commit",
+        lineage={},
+        metrics={},
+    )
     did = repo.objects.put(d.encode())
     assert parent is not None
     refs = fresh / ".mvc" / "refs"
@@ -243,8 +281,12 @@ def test_ref_moved_behind_the_index_is_caught_up(fresh, hist):
     (refs / "tags" / "byhand").write_text(hist.c + "\n")
     rows = query(fresh, "SELECT name, commit_id FROM refs ORDER BY name")
     assert {r["name"]: r["commit_id"] for r in rows} == {
-        "HEAD": hist.a, "refs/heads/main": hist.a, "refs/heads/direct": did, "refs/heads/side": hist.c,
-        "refs/tags/v1": hist.a, "refs/tags/byhand": hist.c,
+        "HEAD": hist.a,
+        "refs/heads/main": hist.a,
+        "refs/heads/direct": did,
+        "refs/heads/side": hist.c,
+        "refs/tags/v1": hist.a,
+        "refs/tags/byhand": hist.c,
     }
     assert [c["id"] for c in json.loads(run("log", "--json", cwd=fresh, check=True).stdout)] == [hist.a]
     assert [c["id"] for c in json.loads(run("log", "--json", "direct", cwd=fresh, check=True).stdout)] == [did, hist.b, hist.a]
@@ -292,7 +334,7 @@ def test_busy_index(fresh, tmp_path, hist):
     try:
         for args in (("log",), ("query", "SELECT 1")):
             t0 = time.monotonic()
-            proc = run(*args, cwd=fresh, env={"MVC_BUSY_TIMEOUT": "1"})
+            proc = run(*args, cwd=fresh, env={"MVC_BUSY_TIMEOUT": "1"}, process=True)
             took = time.monotonic() - t0
             assert proc.returncode == RepositoryBusy.exit_code, proc.stderr
             assert "busy" in proc.stderr.lower()
@@ -302,8 +344,14 @@ def test_busy_index(fresh, tmp_path, hist):
             assert "retry" in proc.stderr.lower()
             assert 1.0 <= took < 8, f"MVC_BUSY_TIMEOUT=1 not honoured: took {took:.1f}s"
         # a command waiting with a longer timeout gets through once the holder lets go
-        waiting = subprocess.Popen([sys.executable, "-m", "mvc", "log", "--json"], cwd=fresh, env={**os.environ, "MVC_BUSY_TIMEOUT": "30"},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "mvc", "log", "--json"],
+            cwd=fresh,
+            env={**os.environ, "MVC_BUSY_TIMEOUT": "30"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(1.0)
         assert waiting.poll() is None, "mvc log did not wait for the index"
     finally:
@@ -311,15 +359,24 @@ def test_busy_index(fresh, tmp_path, hist):
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert [c["id"] for c in json.loads(out)] == [hist.b, hist.a]
-    proc = run("log", cwd=fresh, env={"MVC_BUSY_TIMEOUT": "1"})
+    proc = run("log", cwd=fresh, env={"MVC_BUSY_TIMEOUT": "1"}, process=True)
     assert proc.returncode == 0, proc.stderr
 
 
 # -- bad queries ----------------------------------------------------------------------------
-@pytest.mark.parametrize("sql", ["SELEC 1", "SELECT nope FROM commits", "SELECT * FROM no_such_table", "DELETE FROM commits",
-                                 "DROP TABLE commits", "INSERT INTO refs VALUES ('x', 'y')"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELEC 1",
+        "SELECT nope FROM commits",
+        "SELECT * FROM no_such_table",
+        "DELETE FROM commits",
+        "DROP TABLE commits",
+        "INSERT INTO refs VALUES ('x', 'y')",
+    ],
+)
 def test_bad_or_writing_query(hist, sql):
-    proc = run("query", sql, cwd=hist.root)
+    proc = run("query", sql, cwd=hist.root, process=sql == "SELEC 1")
     assert proc.returncode == InvalidQuery.exit_code, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[0].startswith("error: ")
@@ -334,7 +391,8 @@ def test_index_unharmed_by_rejected_writes(hist):
 
 
 def test_json_output_types(hist):
-    rows = query(hist.root, f"SELECT id, parents.pos, length(message) AS n, lineage FROM commits LEFT JOIN parents ON id = commit_id "
-                            f"WHERE id = '{hist.b}'")
+    rows = query(
+        hist.root, f"SELECT id, parents.pos, length(message) AS n, lineage FROM commits LEFT JOIN parents ON id = commit_id WHERE id = '{hist.b}'"
+    )
     assert rows == [{"id": hist.b, "pos": 0, "n": 1, "lineage": "{}"}]
     assert query(hist.root, "SELECT 1 AS x WHERE false") == []

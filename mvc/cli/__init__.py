@@ -54,6 +54,8 @@ OPTIONAL_MODULES = {"torch", "transformers", "safetensors", "numpy", "trl", "pef
 COMMANDS = (
     "init", "commit", "log", "show", "status", "diff", "checkout", "switch", "branch", "tag", "merge",
     "pin", "rollback", "reflog", "fsck", "gc", "reindex", "query",
+    "remote", "push", "fetch", "pull", "clone",
+    "train", "runs",
 )
 for _verb in COMMANDS:
     importlib.import_module(f"mvc.cli.cmd_{_verb}")
@@ -82,9 +84,6 @@ def main(argv: list[str] | None = None) -> None:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted: refs were not moved; stored objects are kept for the next try", file=sys.stderr)
-        sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)
