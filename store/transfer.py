@@ -104,12 +104,18 @@ def upload(
     stats: TransferStats,
     progress: Progress | None = None,
     check_remote: bool = True,
+    remote_has: set[str] | None = None,
 ) -> None:
-    """Send the objects ``oids`` that the remote lacks (create-only). Verifies each local copy first."""
+    """Send the objects ``oids`` that the remote lacks (create-only). Verifies each local copy first.
+
+    Whether the remote has an object is asked per object (``check_remote``), or looked up in
+    ``remote_has`` (keys from one listing) when the caller has it.
+    """
 
     def one(oid: str) -> None:
         key = object_key(oid)
-        if check_remote and backend.exists(key):
+        known = remote_has is not None and key in remote_has
+        if known or (check_remote and remote_has is None and backend.exists(key)):
             stats.add_skipped(store.size(oid), progress)
             return
         data = store.get(oid)  # re-hashed: a damaged local object raises ObjectCorrupt, nothing is sent

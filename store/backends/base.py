@@ -12,7 +12,9 @@ Contract (every backend passes the same suite, tests/test_remote.py ``BackendCon
 - ``read_ref(key)`` returns ``(bytes, version)`` or None; ``swap_ref(key, version, data)`` replaces
   the value only if the key still has ``version`` (None: only if the key does not exist) and
   raises ``RemoteMoved`` otherwise. ``data`` None deletes the key. Versions are opaque tokens.
-- ``list(prefix)`` returns ``{key: size}`` of every key under ``prefix`` (recursively).
+- ``list(prefix)`` returns ``{key: size}`` of every key under ``prefix`` (recursively);
+  ``scan(prefix, max_keys)`` the same, or None as soon as there are more than ``max_keys``
+  (push uses it to learn in one request what a small remote has, instead of asking per object).
 - Failures are ``store.errors`` classes: ``RemoteUnavailable`` for transient ones (the only kind
   ``RetryBackend`` retries), ``RemoteNotFound``/``RemoteAccessDenied`` for permanent ones.
 
@@ -49,6 +51,10 @@ class Backend:
 
     def list(self, prefix: str) -> dict[str, int]:
         raise NotImplementedError
+
+    def scan(self, prefix: str, max_keys: int) -> dict[str, int] | None:
+        listing = self.list(prefix)
+        return listing if len(listing) <= max_keys else None
 
     def read_ref(self, key: str) -> tuple[bytes, str] | None:
         raise NotImplementedError
@@ -98,6 +104,9 @@ class Wrapper(Backend):
 
     def list(self, prefix: str) -> dict[str, int]:
         return self._call("list", prefix)
+
+    def scan(self, prefix: str, max_keys: int) -> dict[str, int] | None:
+        return self._call("scan", prefix, max_keys)
 
     def read_ref(self, key: str) -> tuple[bytes, str] | None:
         return self._call("read_ref", key)
