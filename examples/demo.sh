@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mvc in one minute: commit a tiny model, fine-tune it in place, see the per-tensor change,
-# commit again, look at history, check a commit out byte-exact, ask the index what the two
-# commits share, and verify the store.
+# commit again, diff, look at history, branch and tag, check a commit out byte-exact, ask the
+# index what the two commits share, and verify the store.
 #
 #   bash examples/demo.sh [SCRATCH_DIR]      (default: a new directory under $TMPDIR or /tmp)
 #
@@ -25,7 +25,9 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() {  # print a command line the way it could be typed
   local out="$" a
   for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=~+-]+$ ]]; then out+=" $a"; else out+=" '${a//\'/\'\\\'\'}'"; fi
+    if [[ "$a" =~ ^[A-Za-z0-9_./:=~+-]+$ ]]; then out+=" $a"
+    elif [[ "$a" != *[\"\$\`\\]* ]]; then out+=" \"$a\""
+    else out+=" '${a//\'/\'\\\'\'}'"; fi
   done
   printf '%s\n' "$out"
 }
@@ -56,6 +58,9 @@ mvc status
 step "commit the fine-tune: only the changed tensors are stored"
 mvc commit -m "fine-tune: 10% of tensors nudged" --metrics '{"eval_loss": 2.31}'
 mvc status
+
+step "diff the two commits: which tensors changed, and by how much"
+mvc diff HEAD~1 HEAD
 
 step "history"
 mvc log --graph
@@ -103,6 +108,7 @@ mvc query "
                     AND y.commit_id <> x.commit_id)
   GROUP BY x.commit_id ORDER BY tag"
 echo "bytes stored for both commits: $(du -sb --apparent-size .mvc/objects | cut -f1); one model as plain files: $(du -sb --apparent-size model | cut -f1)"
+echo "(at this tiny size manifests, trees and commits weigh more; a 1 GiB model: benchmarks/RESULTS.md)"
 
 step "verify every object and ref"
 mvc fsck

@@ -145,7 +145,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def key_changes(old: Any, new: Any) -> list[KeyChange]:
-    a, b = flatten(old or {}), flatten(new or {})
+    a, b = (flatten(old) if old else {}), (flatten(new) if new else {})  # flatten({}) would be {"": {}}
     out = []
     for k in sorted(set(a) | set(b)):
         if k not in b:

@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        # typer turns Ctrl-C inside a command into exit 130 itself; this catches the rest (start-up)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)
