@@ -12,6 +12,7 @@ lock conflict is retried with back-off until ``Repo.busy_timeout``, then Reposit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -201,7 +202,8 @@ class Index:
             con.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(rows[0]))})", rows)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # an interrupted COMMIT leaves no transaction to roll back
+                con.execute("ROLLBACK")
             raise
 
     def _current_refs(self) -> dict[str, str]:
@@ -285,7 +287,8 @@ class Index:
                     insert_rows(con, table, table_rows)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # an interrupted COMMIT leaves no transaction to roll back
+                con.execute("ROLLBACK")
             raise
 
     def _tree_rows(self, tree_id: str) -> tuple[list, list, list]:

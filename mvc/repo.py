@@ -8,9 +8,7 @@ DuckDB index is kept in step and can always be rebuilt from the store (``reindex
 from __future__ import annotations
 
 import configparser
-import contextlib
-import os
-import tempfile
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 from hooks.scripts import run_hook
 from mvc.errors import AlreadyExists, HookRejected, InvalidArgument, NothingToCommit, NoWorktree, RefMoved, RepositoryBusy, UnknownRevision
 from store import FORMAT_VERSION
+from store.atomic import write_atomic
 from store.errors import NotARepository, UnsupportedFormat
 from store.ids import hash_bytes
 from store.model import Commit, Tree
@@ -98,15 +97,9 @@ class Repo:
         if not self.config.has_section(section):
             self.config.add_section(section)
         self.config.set(section, key, value)
-        fd, tmp = tempfile.mkstemp(prefix="config-", dir=self.dir / "tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                self.config.write(f)
-            os.replace(tmp, self.dir / "config")
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        text = io.StringIO()
+        self.config.write(text)
+        write_atomic(self.dir / "config", text.getvalue().encode(), tmp_dir=self.dir / "tmp", prefix="config-")
 
     @property
     def worktree(self) -> Path | None:

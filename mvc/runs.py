@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from store.model import sanitize_json
 from store.paths import check_ref_name
-from store.refs import utc_now
+from store.refs import pid_alive, utc_now
 
 if TYPE_CHECKING:
     from mvc.repo import Repo
@@ -109,19 +109,9 @@ def this_host() -> str:
     return socket.gethostname()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def effective(record: RunRecord) -> RunRecord:
     """``record`` with an active status turned into failed when its process is gone (same host only)."""
-    if record.status in ACTIVE and record.pid and record.host == this_host() and not _pid_alive(record.pid):
+    if record.status in ACTIVE and record.pid and record.host == this_host() and not pid_alive(record.pid):
         record.status = "failed"
         record.error = record.error or f"the training process {record.pid} ended without recording a result"
     return record

@@ -11,12 +11,12 @@ import getpass
 import json
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.atomic import write_atomic
 from store.errors import AlreadyExists, InvalidRefName, MvcError, RefLocked, RefMoved
 from store.ids import is_object_id
 from store.paths import check_ref_name
@@ -70,7 +70,8 @@ def _check_full(fullname: str) -> str:
     return fullname
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (used to recognise stale lock files)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -99,7 +100,7 @@ class RefLock:
             pid = int(pid_text)
         except (FileNotFoundError, ValueError):
             return False
-        if host == socket.gethostname() and pid != os.getpid() and not _pid_alive(pid):
+        if host == socket.gethostname() and pid != os.getpid() and not pid_alive(pid):
             try:
                 self.path.unlink()
             except FileNotFoundError:
@@ -212,22 +213,7 @@ class RefStore:
 
     # -- writing -------------------------------------------------------------------------
     def _write_atomic(self, path: Path, text: str) -> None:
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="ref-", dir=tmp_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomic(path, text.encode(), tmp_dir=self.root / "tmp", fsync=self.fsync, prefix="ref-")
 
     def _append_log(self, fullname: str, entry: ReflogEntry) -> None:
         path = self._log_path(fullname)

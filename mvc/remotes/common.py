@@ -16,6 +16,7 @@ from store.errors import ObjectCorrupt, RemoteCorrupt
 from store.ids import is_object_id
 from store.model import Commit, FileManifest, Tree, decode
 from store.objects import ObjectStore
+from store.refs import pid_alive
 from store.transfer import TransferStats
 
 if TYPE_CHECKING:
@@ -200,16 +201,6 @@ def note_lines(ids: list[str]) -> bytes:
 
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Quarantine:
     """A private directory under ``.mvc/tmp`` for downloads; removed (with anything unverified) on exit.
 
@@ -227,7 +218,7 @@ class Quarantine:
             parts = entry.name.split("-")
             try:
                 host, pid = parts[1], int(parts[2])
-                stale = (host == self.host and pid != os.getpid() and not _pid_alive(pid)) or time.time() - entry.stat().st_mtime > 86400
+                stale = (host == self.host and pid != os.getpid() and not pid_alive(pid)) or time.time() - entry.stat().st_mtime > 86400
             except (IndexError, ValueError, OSError):
                 continue
             if stale:

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from store.atomic import write_atomic
 from store.backends.base import Backend
 from store.errors import MvcError, ObjectMissing, RefLocked, RemoteAccessDenied, RemoteError, RemoteMoved, RemoteNotFound, UnsafePath
 from store.ids import hash_bytes
@@ -167,21 +168,8 @@ class LocalBackend(Backend):
                 if data is None:
                     path.unlink(missing_ok=True)
                     return
-                fd, tmp = self._tmp()
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                        if self.fsync:
-                            f.flush()
-                            os.fsync(f.fileno())
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(tmp, path)
-                except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
-                    raise
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, data, tmp_dir=self.root / "tmp", fsync=self.fsync, prefix="put-")
                 self._fsync_dir(path.parent)
         except RefLocked as e:
             raise RemoteMoved(f"remote moved, fetch first: {key} on {self.url} is being updated by someone else", hint=e.hint) from None
