@@ -83,7 +83,41 @@ def with_mvc(repo, base_ref: str, data: Path, steps: int, name: str, batch: int,
     return result
 
 
+def _child(argv: list[str]) -> float:
+    """Run one throughput measurement in a new Python process; return its tokens/s."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True, check=True)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def child(argv: list[str]) -> None:
+    import json
+
+    import torch
+
+    from trainers.run import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    kind, *rest = argv
+    if kind == "plain":
+        base, rows, steps, out, batch = rest
+        print(plain_trl(Path(base), json.loads(Path(rows).read_text()), int(steps), Path(out), int(batch)))
+        return
+    from mvc.repo import Repo
+
+    root, data, steps, name, batch = rest
+    repo = Repo(Path(root))
+    r = with_mvc(repo, "main", Path(data), int(steps), name, int(batch))
+    m = repo.read_commit(r.final).metrics
+    print(m["tokens_seen"] / m["train_runtime"])
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
@@ -111,14 +145,15 @@ def main() -> None:
         repo.commit(base, "base", branch="main")
         params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(base).parameters())
 
-        # 1. throughput (no checkpoints): alternate baseline and mvc
+        # 1. throughput (no checkpoints): alternate baseline and mvc, each in a fresh process so
+        # that neither inherits the other's warmed-up allocator, thread pools or caches
+        (work / "rows.json").write_text(json.dumps(rows))
         plain, ours = [], []
         for i in range(args.repeats):
-            plain.append(plain_trl(base, rows, args.steps, work / f"plain{i}", args.batch))
-            r = with_mvc(repo, "main", data, args.steps, f"tp{i}", args.batch)
-            m = repo.read_commit(r.final).metrics
-            ours.append(m["tokens_seen"] / m["train_runtime"] if "tokens_seen" in m else m["tokens_per_s"])
+            plain.append(_child(["plain", str(base), str(work / "rows.json"), str(args.steps), str(work / f"plain{i}"), str(args.batch)]))
+            ours.append(_child(["mvc", str(repo.root), str(data), str(args.steps), f"tp{i}", str(args.batch)]))
         tp_plain, tp_mvc = statistics.median(plain), statistics.median(ours)
+        print("tokens/s samples: plain", [round(x) for x in plain], "mvc", [round(x) for x in ours])
 
         # 2. checkpoint overhead: Trainer save time vs. the commit MvcCallback adds
         from trainers import callback as cbmod

@@ -66,7 +66,7 @@ class TrainSpec(_Section):
     batch_size: int | Literal["auto"] = Field(8, description="Per-device batch size, or auto (start at 64, halve on out-of-memory).")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate (default depends on the method).")
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_8bit", "paged_adamw_8bit"] = "adamw_torch"
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_8bit", "paged_adamw_8bit"] = "adamw_torch_fused"
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau"] = "cosine"
     warmup_steps: float = Field(0, ge=0, description="Warmup steps (a value below 1 is a fraction of the run).")
     weight_decay: float = Field(0.0, ge=0)

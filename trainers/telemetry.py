@@ -68,7 +68,8 @@ def make_telemetry():
                 self.recent.append(dt)
                 self.step_seconds += dt
                 self.steps += 1
-            self.tokens = state.num_input_tokens_seen
+            if state.num_input_tokens_seen:
+                self.tokens = state.num_input_tokens_seen
             self.step = state.global_step
             self.max_steps = state.max_steps
 
@@ -76,6 +77,8 @@ def make_telemetry():
             for k, v in (logs or {}).items():
                 if isinstance(v, (int, float)):
                     self.logs[k] = v
+            if isinstance((logs or {}).get("num_tokens"), (int, float)):
+                self.tokens = int(logs["num_tokens"])  # trl trainers' own count of trained tokens
 
         @property
         def step_time(self) -> float | None:
