@@ -7,24 +7,21 @@ computed independently (safetensors headers read here, file bytes compared here)
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import shutil
 import stat
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import pytest
 import typer
 import typer.main
+from _cli import run_cli
 from typer.testing import CliRunner
 
-from mvc.cli import app, main
+from mvc.cli import app
 from mvc.errors import (
     AlreadyExists,
     DirtyWorktree,
@@ -41,43 +38,8 @@ from store.model import Commit, Tree
 ENV = {"HF_HUB_OFFLINE": "1", "MVC_AUTHOR": "Test Author <t@example.com>"}
 
 
-@contextlib.contextmanager
-def _environ(extra: dict[str, str]):
-    saved = dict(os.environ)
-    for k in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT"):
-        os.environ.pop(k, None)
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def run(*args: str, cwd: Path, env: dict | None = None, check: bool = False, process: bool = False) -> subprocess.CompletedProcess:
-    """Run ``mvc ARGS`` in ``cwd``: through the console entry point in a subprocess with ``process``,
-    otherwise through the same ``mvc.cli.main`` in this process (no import cost per call)."""
-    if process:
-        full = {k: v for k, v in os.environ.items() if k not in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT")}
-        full.update(ENV)
-        full.update(env or {})
-        proc = subprocess.run([sys.executable, "-m", "mvc", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
-    else:
-        out, err = io.StringIO(), io.StringIO()
-        here = os.getcwd()
-        with _environ({**ENV, **(env or {})}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            os.chdir(cwd)
-            try:
-                main(list(args))
-                rc = 0
-            except SystemExit as e:
-                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            finally:
-                os.chdir(here)
-        proc = subprocess.CompletedProcess(["mvc", *args], rc, out.getvalue(), err.getvalue())
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mvc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
+    return run_cli(*args, cwd=cwd, env={**ENV, **(env or {})}, check=check, process=process)
 
 
 def run_json(*args: str, cwd: Path, env: dict | None = None, process: bool = False):

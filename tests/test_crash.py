@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _cli import run_cli
 
 from mvc.errors import UnknownRevision
 from mvc.repo import Repo
@@ -73,25 +74,9 @@ def run_killed(root: Path, target: str, when: str, nth: int, args: list[str], si
 
 
 def mvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run the real CLI entry point (``mvc.cli.main``) in this process: the checks after each crash
-    would otherwise spend most of their time importing mvc again."""
-    import contextlib
-    import io
-
-    from mvc.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        os.chdir(cwd)
-        try:
-            main(list(args))
-            rc = 0
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            os.chdir(here)
-    return subprocess.CompletedProcess(["mvc", *args], rc, out.getvalue(), err.getvalue())
+    """The real CLI entry point in this process: the checks after each crash would otherwise spend
+    most of their time importing mvc again."""
+    return run_cli(*args, cwd=cwd)
 
 
 INDEX_QUERIES = [

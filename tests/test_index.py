@@ -5,8 +5,6 @@ another process holds the file.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -18,50 +16,15 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from _cli import run_cli
 
-from mvc.cli import main
 from mvc.errors import InvalidQuery, RepositoryBusy
 from mvc.repo import Repo
 from store.materialize import load_manifest
 from store.model import Commit
 from store.walk import walk
 
-
-@contextlib.contextmanager
-def _environ(extra: dict[str, str]):
-    saved = dict(os.environ)
-    for k in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT"):
-        os.environ.pop(k, None)
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def run(*args: str, cwd: Path, env: dict | None = None, check: bool = False, process: bool = False) -> subprocess.CompletedProcess:
-    """``mvc ARGS`` in ``cwd``: in a subprocess with ``process``, else through ``mvc.cli.main`` in this process."""
-    if process:
-        full = {k: v for k, v in os.environ.items() if k not in ("MVC_REPO", "MVC_DEBUG", "MVC_BUSY_TIMEOUT")}
-        full.update(env or {})
-        proc = subprocess.run([sys.executable, "-m", "mvc", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
-    else:
-        out, err = io.StringIO(), io.StringIO()
-        here = os.getcwd()
-        with _environ(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            os.chdir(cwd)
-            try:
-                main(list(args))
-                rc = 0
-            except SystemExit as e:
-                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            finally:
-                os.chdir(here)
-        proc = subprocess.CompletedProcess(["mvc", *args], rc, out.getvalue(), err.getvalue())
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mvc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
+run = run_cli
 
 
 def query(root: Path, sql: str) -> list[dict]:
