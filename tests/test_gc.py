@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _files import files_under
 
 from mvc.checkout import export
 from mvc.cli.cmd_gc import parse_duration
@@ -34,13 +35,6 @@ OLD = 30 * DAY
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def files_under(d: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(d):
-        for n in names:
-            p = Path(dirpath) / n
-            out[p.relative_to(d).as_posix()] = p.read_bytes()
-    return out
 
 
 def make_model(base: Path, name: str, seed: int) -> Path:

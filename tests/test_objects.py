@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _files import files_under
 
 from mvc.checkout import export
 from mvc.errors import FsckFailed
@@ -28,14 +29,6 @@ DAY = 86400
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def files_under(d: Path) -> dict[str, bytes]:
-    """Every regular file under ``d`` (hidden ones included) as ``{relative posix path: bytes}``."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(d):
-        for n in names:
-            p = Path(dirpath) / n
-            out[p.relative_to(d).as_posix()] = p.read_bytes()
-    return out
 
 
 def visible_objects(store: ObjectStore) -> set[str]:

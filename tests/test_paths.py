@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _files import files_under
 
 from mvc.checkout import checkout, export
 from mvc.repo import Repo
@@ -23,14 +24,6 @@ from store.refs import full_ref_name
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def files_under(d: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(d):
-        for n in names:
-            p = Path(dirpath) / n
-            if not p.is_symlink():
-                out[p.relative_to(d).as_posix()] = p.read_bytes()
-    return out
 
 
 def listing(d: Path, skip: tuple[str, ...] = ()) -> set[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _files import files_under
 
 import store.snapshot as snapshot_mod
 from mvc.checkout import export
@@ -58,13 +59,6 @@ def t(dtype: str, shape: list[int], begin: int, end: int) -> dict:
     return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
 
 
-def files_under(d: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(d):
-        for n in names:
-            p = Path(dirpath) / n
-            out[p.relative_to(d).as_posix()] = p.read_bytes()
-    return out
 
 
 def object_ids(repo: Repo) -> set[str]:
