@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from mvc.errors import InvalidQuery, RepositoryBusy
-from store.errors import MvcError, ObjectMissing
+from store.errors import MvcError
 from store.gc import roots
 from store.materialize import load_manifest
+from store.model import Commit
+from store.walk import ancestors
 
 if TYPE_CHECKING:
     from mvc.repo import Repo
@@ -252,26 +254,14 @@ class Index:
 
     def _index_missing(self, con: duckdb.DuckDBPyConnection, tips: list[str]) -> None:
         known = {r[0] for r in con.execute("SELECT id FROM commits").fetchall()}
-        todo: list[str] = []
-        seen = set(known)
-        stack = [t for t in tips if t not in seen]
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            try:
-                commit = self.repo.read_commit(cid)
-            except ObjectMissing:
-                continue
-            todo.append(cid)
-            stack.extend(p for p in commit.parents if p not in seen)
+        cache: dict[str, Commit] = {}
+        todo = ancestors(self.repo.objects, tips, stop=known, cache=cache, missing_ok=True)
         if not todo:
             return
         rows: dict[str, list[tuple]] = {t: [] for t in ("commits", "parents", "files", "tensors", "blobs")}
         trees: dict[str, tuple[list, list, list]] = {}
-        for cid in todo:
-            c = self.repo.read_commit(cid)
+        for cid in sorted(todo):
+            c = cache[cid]
             rows["commits"].append((cid, c.tree, c.author, _ts(c.time), c.message, c.kind, json.dumps(c.lineage), json.dumps(c.metrics)))
             rows["parents"].extend((cid, p, i) for i, p in enumerate(c.parents))
             if c.tree not in trees:

@@ -34,6 +34,45 @@ def load_tree(store: ObjectStore, oid: str) -> Tree:
     return obj
 
 
+def load_cached(store: ObjectStore, cid: str, cache: dict[str, Commit]) -> Commit:
+    """Commit ``cid``, read once per walk (``cache`` keeps what was read)."""
+    if cid not in cache:
+        cache[cid] = load_commit(store, cid)
+    return cache[cid]
+
+
+def ancestors(
+    store: ObjectStore,
+    tips: Iterable[str],
+    *,
+    stop: set[str] | frozenset[str] = frozenset(),
+    cache: dict[str, Commit] | None = None,
+    missing_ok: bool = False,
+) -> set[str]:
+    """Commits reachable from ``tips`` (included), not walking into ``stop``. Local reads only.
+
+    With ``missing_ok`` a commit that is not in the store is left out instead of raising.
+    """
+    cache = {} if cache is None else cache
+    seen: set[str] = set()
+    found: set[str] = set()
+    stack = [t for t in tips if t not in stop]
+    while stack:
+        cid = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        try:
+            commit = load_cached(store, cid, cache)
+        except ObjectMissing:
+            if missing_ok:
+                continue
+            raise
+        found.add(cid)
+        stack.extend(p for p in commit.parents if p not in seen and p not in stop)
+    return found
+
+
 def walk(
     store: ObjectStore,
     tips: Iterable[str],

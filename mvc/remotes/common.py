@@ -18,6 +18,7 @@ from store.model import Commit, FileManifest, Tree, decode
 from store.objects import ObjectStore
 from store.refs import pid_alive
 from store.transfer import TransferStats
+from store.walk import ancestors
 
 if TYPE_CHECKING:
     from mvc.repo import Repo
@@ -79,35 +80,6 @@ class PullResult:
 
 
 # -- local history helpers --------------------------------------------------------------------
-def _parents(store: ObjectStore, cid: str, cache: dict[str, Commit]) -> tuple[str, ...]:
-    if cid not in cache:
-        obj = decode(store.get(cid), cid)
-        if not isinstance(obj, Commit):
-            raise ObjectCorrupt(f"object {cid} should be a commit")
-        cache[cid] = obj
-    return cache[cid].parents
-
-
-def load_cached(store: ObjectStore, cid: str, cache: dict[str, Commit]) -> Commit:
-    """Commit ``cid``, read once per walk (``cache`` keeps what was read)."""
-    _parents(store, cid, cache)
-    return cache[cid]
-
-
-def ancestors(store: ObjectStore, tips: Iterable[str], *, stop: set[str] | frozenset[str] = frozenset(), cache: dict[str, Commit] | None = None) -> set[str]:
-    """Commits reachable from ``tips`` (included), not walking into ``stop``. Local reads only."""
-    cache = {} if cache is None else cache
-    seen: set[str] = set()
-    stack = [t for t in tips if t not in stop]
-    while stack:
-        cid = stack.pop()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        stack.extend(p for p in _parents(store, cid, cache) if p not in seen and p not in stop)
-    return seen
-
-
 def is_ancestor(store: ObjectStore, a: str, b: str) -> bool:
     """True when commit ``a`` is ``b`` or in ``b``'s history (both present locally)."""
     return a == b or a in ancestors(store, [b])

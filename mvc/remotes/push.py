@@ -16,9 +16,7 @@ from mvc.remotes.common import (
     PUSHABLE,
     PushResult,
     RefUpdate,
-    ancestors,
     is_ancestor,
-    load_cached,
     note_lines,
     noted_commits,
     parents_first,
@@ -33,6 +31,7 @@ from store.errors import InvalidRefName, RemoteMoved
 from store.model import Commit
 from store.refs import ANY
 from store.transfer import Progress, TransferStats, object_key, run_parallel, upload
+from store.walk import ancestors, load_cached
 
 if TYPE_CHECKING:
     from mvc.repo import Repo
